@@ -451,10 +451,23 @@ def normalize_gpus(gpus=None, gpu_memory=None):
             else:
                 basis = "nvidia-smi total - estimated reserve"
                 torch_total = total - estimated_reserved_bytes(total)
+            mig = str(gpu.get("mig_mode") or "").lower() == "enabled"
+            if mig and gpu.get("mig_devices"):
+                # CUDA sees each MIG instance as a device with its own memory.
+                for mdx, dev in enumerate(gpu["mig_devices"]):
+                    mfield = f"{field}.mig_devices[{mdx}]"
+                    mtotal = parse_memory(dev.get("memory_total_bytes") or 0, mfield + ".memory_total_bytes")
+                    mres = parse_memory(dev.get("memory_reserved_bytes") or 0, mfield + ".memory_reserved_bytes")
+                    mfree = dev.get("memory_free_bytes")
+                    out.append({"index": "{}:{}".format(gpu.get("index", idx), dev.get("gpu_instance_id")),
+                                "name": "{} MIG GI {}".format(gpu.get("name") or "GPU", dev.get("gpu_instance_id")),
+                                "total_bytes": mtotal, "torch_total_bytes": mtotal - mres,
+                                "free_bytes": None if mfree is None else parse_memory(mfree, mfield + ".memory_free_bytes"),
+                                "basis": "MIG instance total - reserved", "mig": True})
+                continue
             out.append({"index": gpu.get("index", idx), "name": gpu.get("name") or "GPU",
                         "total_bytes": total, "torch_total_bytes": torch_total,
-                        "free_bytes": free, "basis": basis,
-                        "mig": str(gpu.get("mig_mode") or "").lower() == "enabled"})
+                        "free_bytes": free, "basis": basis, "mig": mig})
     elif gpu_memory:
         if not isinstance(gpu_memory, (list, tuple)):
             gpu_memory = [gpu_memory]
@@ -570,7 +583,11 @@ def plan(model=None, config=None, config_path=None, weights="bf16", weights_grou
         placement = "insufficient GPUs"
         reasons.append(f"needs tensor_parallel_size x pipeline_parallel_size = {world} GPUs, only {len(gpu_list)} present")
     if any(g["mig"] for g in gpu_list):
-        warnings.append("MIG mode is enabled on at least one GPU; vLLM sees only the MIG slice's memory")
+        warnings.append("MIG mode is enabled: each MIG instance is sized as its own device; "
+                        "tensor parallelism across MIG instances is not supported by NCCL")
+        if world > 1:
+            reasons.append(f"tensor_parallel_size x pipeline_parallel_size = {world} needs whole GPUs; "
+                           "this host exposes MIG instances")
 
     weights_gpu, weights_stage, checkpoint = weight_bytes_per_gpu(arch, weights, tp, pp, group_size, keep)
     kv_elem = _kv_elem_bytes(arch, kv_cache_dtype)
