@@ -46,11 +46,11 @@ LOAD_RESIDUAL_BYTES = 2 * MIB
 # Non-torch memory per GPU: CUDA context, cuBLAS/cuDNN workspaces (a base
 # plus a share of the card), and NCCL / custom all-reduce buffers when the
 # instance is distributed (TP or PP > 1).
-NON_TORCH_BASE = 512 * MIB
-NON_TORCH_FRACTION = 0.015
+NON_TORCH_BASE = 384 * MIB
+NON_TORCH_FRACTION = 0.005
 NON_TORCH_DISTRIBUTED = int(1.5 * GIB)
 # CUDA-graph pool estimate (vLLM profiles it by default since v0.21).
-CUDA_GRAPH_BASE = 256 * MIB
+CUDA_GRAPH_BASE = 128 * MIB
 CUDA_GRAPH_PER_CAPTURE_SIZE = 2 * MIB
 CUDA_GRAPH_MAX_CAPTURE = 512
 # Safety margin kept back from the KV budget.
