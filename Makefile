@@ -1,0 +1,20 @@
+# llm-onprem: the two commands are `make demo` and `make test` (see README.md).
+.PHONY: test lint unit molecule kvm
+
+# Everything CI runs: installs what is missing, then lint, unit tests, syntax,
+# every molecule scenario and the KVM scenario, with a timing summary.
+test:
+	tests/run.sh
+
+lint:
+	tests/run.sh setup lint
+
+unit:
+	tests/run.sh setup unit
+
+# One podman scenario: make molecule SCENARIO=host_tuning
+molecule:
+	tests/run.sh setup image podman molecule-$(SCENARIO)
+
+kvm:
+	tests/run.sh setup image podman kvm
