@@ -184,7 +184,9 @@ suggestions:
   type: list
   elements: dict
 vllm_args:
-  description: The vLLM argv the serving role passes (TP, PP, max-model-len, max-num-seqs, batched tokens, memory utilization, KV dtype; CPU plans use --dtype and --kv-cache-memory-bytes).
+  description: >-
+    The vLLM argv the serving role passes (TP, PP, max-model-len, max-num-seqs, batched tokens,
+    memory utilization, KV dtype; CPU plans use --dtype and --kv-cache-memory-bytes).
   returned: always
   type: list
   elements: str

@@ -117,7 +117,9 @@ def parse_smi_xml(text):
     # The DOCTYPE names an external DTD that ElementTree must not fetch.
     body = re.sub(r"<!DOCTYPE[^>]*>", "", body, count=1)
     try:
-        root = ET.fromstring(body)
+        # nvidia-smi's own output on this host, with its DOCTYPE removed; expat does not
+        # fetch external entities.
+        root = ET.fromstring(body)  # noqa: S314
     except ET.ParseError as exc:
         raise ValueError(f"not nvidia-smi XML: {exc}") from exc
     if root.tag != "nvidia_smi_log":
@@ -229,7 +231,7 @@ def _parse_csv(text, fields):
         if len(row) != len(header):
             raise ValueError(f"CSV row has {len(row)} columns, header has {len(header)}: {row!r}")
         item = {}
-        for (name, unit), cell in zip(header, row):
+        for (name, unit), cell in zip(header, row, strict=True):
             key = _CSV_KEYS.get(name, name.replace(".", "_"))
             item[key] = _convert(key, cell, unit)
         out.append(item)
@@ -300,12 +302,13 @@ def parse_topology(text):
         name, values = cells[0], cells[1:]
         if not name.startswith("GPU"):
             continue
-        for col, code in zip(header, values):
+        # Real rows carry an extra empty cell before GPU NUMA ID: not strict.
+        for col, code in zip(header, values, strict=False):
             if col in devices and col.startswith("GPU") and col != name:
                 a, b = int(name[3:]), int(col[3:])
                 if a < b:
                     links.append({"a": a, "b": b, "code": code, "kind": _link_kind(code)})
-        rest = dict(zip(header, values))
+        rest = dict(zip(header, values, strict=False))
         affinity[name] = {
             "cpu_affinity": _text(rest.get("CPU Affinity")),
             "numa_affinity": _text(rest.get("NUMA Affinity")),

@@ -254,12 +254,12 @@ def load_model(model=None, config=None, config_path=None):
         return model_from_config(config, name=model)
     if config_path:
         try:
-            with open(config_path, "r", encoding="utf-8") as handle:
+            with open(config_path, encoding="utf-8") as handle:
                 data = json.load(handle)
         except OSError as exc:
-            raise SizingError("config", f"cannot read {config_path}: {exc.strerror or exc}")
+            raise SizingError("config", f"cannot read {config_path}: {exc.strerror or exc}") from exc
         except ValueError as exc:
-            raise SizingError("config", f"{config_path} is not valid JSON: {exc}")
+            raise SizingError("config", f"{config_path} is not valid JSON: {exc}") from exc
         return model_from_config(data, name=model or config_path)
     if not model:
         raise SizingError("model", "give a catalog model id or a config.json")
@@ -389,8 +389,10 @@ def activation_peak_bytes(arch, max_num_batched_tokens, max_num_seqs, act_bytes=
     (3 x intermediate), all in the activation dtype.  It is NOT divided by TP:
     real logs show the same peak at TP 1 and 2 (vllm-project/vllm#10511).
     Sampler: float32 logits for max_num_seqs rows, times three copies.  The
-    dummy forward and the dummy sampler run one after the other, so the peak
-    is the larger of the two.
+    V1 engine's profile runs the dummy forward, frees its intermediates and
+    then runs the dummy sampler on the last hidden states, so the peak is the
+    larger of the two (V0 ran both in one pass; its logs read about 25 %
+    above the larger term, which the safety margin covers).
     """
     hd = arch["head_dim"]
     qkv = (arch["heads"] + 2 * arch["kv_heads"]) * hd
@@ -536,7 +538,8 @@ def plan(model=None, config=None, config_path=None, weights="bf16", weights_grou
     pp = _int(pipeline_parallel_size, "pipeline_parallel_size", minimum=1)
     if arch["heads"] % tp:
         valid = [d for d in range(1, arch["heads"] + 1) if arch["heads"] % d == 0]
-        raise SizingError("tensor_parallel_size", "{} does not divide the {} attention heads of {}; valid: {}".format(tp, arch["heads"], arch["name"], ", ".join(map(str, valid))))
+        raise SizingError("tensor_parallel_size", "{} does not divide the {} attention heads of {}; valid: {}".format(
+            tp, arch["heads"], arch["name"], ", ".join(map(str, valid))))
     if pp > arch["layers"]:
         raise SizingError("pipeline_parallel_size", "{} exceeds the {} layers".format(pp, arch["layers"]))
     if isinstance(gpu_memory_utilization, bool) or not isinstance(gpu_memory_utilization, (int, float, str)):
@@ -544,7 +547,7 @@ def plan(model=None, config=None, config_path=None, weights="bf16", weights_grou
     try:
         util = float(gpu_memory_utilization)
     except ValueError:
-        raise SizingError("gpu_memory_utilization", f"must be a number in (0, 1] (got {gpu_memory_utilization!r})")
+        raise SizingError("gpu_memory_utilization", f"must be a number in (0, 1] (got {gpu_memory_utilization!r})") from None
     if not 0 < util <= 1:
         raise SizingError("gpu_memory_utilization", f"must be in (0, 1] (got {gpu_memory_utilization!r})")
     gpu_list = normalize_gpus(gpus, gpu_memory)
@@ -621,16 +624,19 @@ def plan(model=None, config=None, config_path=None, weights="bf16", weights_grou
                            "(other processes hold memory; vLLM refuses to start)".format(label, format_bytes(gpu["free_bytes"]), util,
                               format_bytes(gpu["torch_total_bytes"]), format_bytes(budget)))
         if w >= budget:
-            reasons.append("{}: weights {} do not fit in the budget {} ({:.2f} x {})".format(label, format_bytes(w), format_bytes(budget), util, format_bytes(gpu["torch_total_bytes"])))
+            reasons.append("{}: weights {} do not fit in the budget {} ({:.2f} x {})".format(
+                label, format_bytes(w), format_bytes(budget), util, format_bytes(gpu["torch_total_bytes"])))
         elif kv_avail <= 0:
-            reasons.append(f"{label}: no memory left for the KV cache (budget {format_bytes(budget)} - weights {format_bytes(w)} - activations {format_bytes(act)} "
-                           f"- non-torch {format_bytes(non_torch)} - CUDA graphs {format_bytes(graphs)} - margin {format_bytes(margin)} = {format_bytes(kv_avail)})")
+            reasons.append(f"{label}: no memory left for the KV cache (budget {format_bytes(budget)} - weights {format_bytes(w)} "
+                           f"- activations {format_bytes(act)} - non-torch {format_bytes(non_torch)} - CUDA graphs {format_bytes(graphs)} "
+                           f"- margin {format_bytes(margin)} = {format_bytes(kv_avail)})")
 
     kv_tokens = min(r["kv_cache_tokens"] for r in per_gpu) if per_gpu else 0
     kv_tok_gpu = max(r["kv_bytes_per_token"] for r in per_gpu) if per_gpu else 0
     concurrency = kv_tokens / max_model_len
     if kv_tokens and kv_tokens < max_model_len and not reasons:
-        reasons.append(f"max_model_len {max_model_len} needs {format_bytes(max_model_len * kv_tok_gpu)} of KV cache per sequence, but only {kv_tokens} tokens ({format_bytes(kv_tokens * kv_tok_gpu)}) fit; "
+        reasons.append(f"max_model_len {max_model_len} needs {format_bytes(max_model_len * kv_tok_gpu)} of KV cache per sequence, "
+                       f"but only {kv_tokens} tokens ({format_bytes(kv_tokens * kv_tok_gpu)}) fit; "
                        f"the largest max_model_len that fits is about {_round_len(kv_tokens)}")
     elif kv_tokens < max_model_len and not any("KV cache" in r or "weights" in r for r in reasons):
         reasons.append(f"KV cache holds {kv_tokens} tokens, less than max_model_len {max_model_len}")
@@ -725,6 +731,19 @@ def suggest(result, inputs, gpu_list):
             else:
                 out.append({"variable": None, "value": None, "vllm_arg": None,
                             "message": "free the GPU memory held by other processes (see gpu_facts processes)"})
+    if gpu_ok:
+        # The sampler's profile scales with max_num_seqs: fewer sequences, more KV cache.
+        for seqs in (128, 64, 32, 16, 8, 4, 2, 1):
+            if seqs >= result["max_num_seqs"]:
+                continue
+            over = {"max_num_seqs": seqs}
+            if inputs.get("max_num_batched_tokens") is None:
+                over["max_num_batched_tokens"] = result["max_num_batched_tokens"]
+            alt = tries(**over)
+            if alt is not None and alt["fits"]:
+                out.append({"variable": "llm_max_num_seqs", "value": seqs, "vllm_arg": f"--max-num-seqs {seqs}",
+                            "message": f"largest max_num_seqs that fits: {seqs} ({alt['kv_cache_tokens']} tokens of KV cache)"})
+                break
     heads = arch["heads"]
     current = result["tensor_parallel_size"]
     planning = inputs.get("gpus") is None
@@ -751,7 +770,8 @@ def suggest(result, inputs, gpu_list):
         alt = tries(weights="w4a16", weights_keep_16bit=["lm_head"])
         if alt is not None and alt["fits"]:
             out.append({"variable": "llm_weights", "value": "w4a16", "vllm_arg": None,
-                        "message": "INT4 weights (W4A16, group 128, lm_head in bf16): {} per GPU, {} tokens of KV cache".format(format_bytes(alt["weights_bytes_per_gpu"]), alt["kv_cache_tokens"])})
+                        "message": "INT4 weights (W4A16, group 128, lm_head in bf16): {} per GPU, {} tokens of KV cache".format(
+                            format_bytes(alt["weights_bytes_per_gpu"]), alt["kv_cache_tokens"])})
     return out
 
 
@@ -789,7 +809,8 @@ def plan_cpu(model=None, config=None, config_path=None, weights="bf16", weights_
     need = checkpoint + kv_cache_memory_bytes + act + CPU_ENGINE_OVERHEAD
     reasons, warnings, suggestions = [], [], []
     if tokens < max_model_len:
-        reasons.append(f"cpu_kv_cache_bytes {format_bytes(kv_cache_memory_bytes)} holds {tokens} tokens, less than max_model_len {max_model_len} (needs {format_bytes(kv_tok * max_model_len)})")
+        reasons.append(f"cpu_kv_cache_bytes {format_bytes(kv_cache_memory_bytes)} holds {tokens} tokens, less than max_model_len "
+                       f"{max_model_len} (needs {format_bytes(kv_tok * max_model_len)})")
         suggestions.append({"variable": "llm_cpu_kv_cache_bytes",
                             "value": -(-kv_tok * max_model_len // MIB) * MIB,
                             "vllm_arg": None, "message": "raise llm_cpu_kv_cache_bytes to at least one full sequence"})
@@ -799,7 +820,9 @@ def plan_cpu(model=None, config=None, config_path=None, weights="bf16", weights_
     if host_memory_bytes is not None:
         host = parse_memory(host_memory_bytes, "host_memory_bytes")
         if need > host:
-            reasons.append(f"host RAM {format_bytes(host)} is less than the {format_bytes(need)} needed (weights {format_bytes(checkpoint)} + KV cache {format_bytes(kv_cache_memory_bytes)} + activations {format_bytes(act)} + engine {format_bytes(CPU_ENGINE_OVERHEAD)})")
+            reasons.append(f"host RAM {format_bytes(host)} is less than the {format_bytes(need)} needed (weights {format_bytes(checkpoint)} "
+                           f"+ KV cache {format_bytes(kv_cache_memory_bytes)} + activations {format_bytes(act)} "
+                           f"+ engine {format_bytes(CPU_ENGINE_OVERHEAD)})")
     if weights in FOUR_BIT:
         flags = set(cpu_flags or [])
         if cpu_flags is not None and "avx512f" not in flags:
