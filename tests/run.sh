@@ -65,6 +65,7 @@ stage_lint() {
   echo "--- yamllint"; yamllint --strict . || rc=1
   echo "--- ruff"; ruff check . || rc=1
   echo "--- ansible-lint (production profile)"; ansible-lint --profile production || rc=1
+  echo "--- role READMEs match meta/argument_specs.yml"; python tools/role-readme.py --check || rc=1
   return "$rc"
 }
 
