@@ -42,6 +42,10 @@ options:
       - Report the compute processes holding GPU memory.
     type: bool
     default: true
+  pci_root:
+    description: Where the PCI devices are listed (sysfs); changed only by tests.
+    type: path
+    default: /sys/bus/pci/devices
 attributes:
   check_mode:
     support: full
@@ -142,6 +146,14 @@ processes:
   returned: always
   type: list
   elements: dict
+pci_gpus:
+  description: >-
+    NVIDIA display/3D controllers found in /sys/bus/pci/devices (address,
+    device_id, class), also when no driver is installed: a host with
+    pci_gpus but state C(no_nvidia_smi) is a GPU host without a driver.
+  returned: always
+  type: list
+  elements: dict
 warnings_list:
   description: Non-fatal problems (for example topo -m failing).
   returned: always
@@ -156,10 +168,12 @@ from ansible.module_utils.gpu_facts import (
     COMPUTE_APP_FIELDS,
     QUERY_FIELDS,
     STATE_ERROR,
+    STATE_NO_SMI,
     STATE_OK,
     attach_processes,
     classify_error,
     merge_gpus,
+    nvidia_pci_devices,
     parse_compute_apps_csv,
     parse_smi_csv,
     parse_smi_xml,
@@ -244,11 +258,16 @@ def main():
             "require_gpu": {"type": "bool", "default": False},
             "collect_topology": {"type": "bool", "default": True},
             "collect_processes": {"type": "bool", "default": True},
+            "pci_root": {"type": "path", "default": "/sys/bus/pci/devices"},
         },
         supports_check_mode=True,
     )
     result, failed_run = collect(module, find_smi(module), module.params["collect_topology"],
                                  module.params["collect_processes"])
+    result["pci_gpus"] = nvidia_pci_devices(module.params["pci_root"])
+    if result["state"] == STATE_NO_SMI and result["pci_gpus"]:
+        result["msg"] = ("{} NVIDIA GPU(s) on the PCI bus but no nvidia-smi: the NVIDIA driver is not "
+                         "installed yet (the nvidia_driver role installs it)").format(len(result["pci_gpus"]))
     result["gpu_count"] = len(result["gpus"])
     result["has_gpu"] = result["state"] == STATE_OK and result["gpu_count"] > 0
     if module.params["require_gpu"] and not result["has_gpu"]:

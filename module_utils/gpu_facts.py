@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import xml.etree.ElementTree as ET
 
@@ -316,6 +317,44 @@ def parse_topology(text):
         }
     return {"devices": devices, "links": links, "affinity": affinity,
             "all_nvlink": bool(links) and all(link["kind"] == "nvlink" for link in links)}
+
+
+# ---------------------------------------------------------------------------
+# PCI (GPUs that are present even when no driver is installed)
+# ---------------------------------------------------------------------------
+
+NVIDIA_PCI_VENDOR = "0x10de"
+# PCI class 0x03xxxx: display controllers (VGA 0x0300, 3D controller 0x0302).
+_DISPLAY_CLASS_PREFIX = "0x03"
+
+
+def nvidia_pci_devices(root="/sys/bus/pci/devices"):
+    """NVIDIA display/3D controllers listed in sysfs: [{address, device_id}].
+
+    Read-only; works before any NVIDIA driver is installed, so preflight can
+    tell a GPU host without a driver from a CPU-only host.
+    """
+    out = []
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return out
+    for name in names:
+        base = os.path.join(root, name)
+        try:
+            with open(os.path.join(base, "vendor"), encoding="ascii") as handle:
+                vendor = handle.read().strip().lower()
+            with open(os.path.join(base, "class"), encoding="ascii") as handle:
+                klass = handle.read().strip().lower()
+            device = ""
+            if os.path.exists(os.path.join(base, "device")):
+                with open(os.path.join(base, "device"), encoding="ascii") as handle:
+                    device = handle.read().strip().lower()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if vendor == NVIDIA_PCI_VENDOR and klass.startswith(_DISPLAY_CLASS_PREFIX):
+            out.append({"address": name, "device_id": device or None, "class": klass})
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -380,3 +380,42 @@ def test_module_as_a_program(tmp_path, local_gpu):
     assert "Traceback" not in proc.stderr
     out = json.loads(proc.stdout)
     assert proc.returncode == 0 and out["state"] == "driver_mismatch"
+
+
+def make_pci_tree(root, devices):
+    for address, vendor, klass, device in devices:
+        node = root / address
+        node.mkdir(parents=True)
+        (node / "vendor").write_text(vendor + "\n")
+        (node / "class").write_text(klass + "\n")
+        (node / "device").write_text(device + "\n")
+
+
+@pytest.mark.parametrize(("devices", "expected"), [
+    ([], []),
+    ([("0000:00:01.0", "0x1af4", "0x010000", "0x1001")], []),  # virtio disk
+    ([("0000:00:06.0", "0x10de", "0x030200", "0x2335"),  # H200 (3D controller)
+      ("0000:00:07.0", "0x10de", "0x040300", "0x22e8"),  # NVIDIA audio function: not a GPU
+      ("0000:00:02.0", "0x1234", "0x030000", "0x1111")],  # another vendor's VGA
+     [{"address": "0000:00:06.0", "device_id": "0x2335", "class": "0x030200"}]),
+    ([("0000:65:00.0", "0x10de", "0x030000", "0x2235"), ("0000:17:00.0", "0x10de", "0x030000", "0x2235")],
+     [{"address": "0000:17:00.0", "device_id": "0x2235", "class": "0x030000"},
+      {"address": "0000:65:00.0", "device_id": "0x2235", "class": "0x030000"}]),
+])
+def test_nvidia_pci_devices(tmp_path, devices, expected):
+    make_pci_tree(tmp_path / "pci", devices)
+    assert gf.nvidia_pci_devices(str(tmp_path / "pci")) == expected
+
+
+def test_nvidia_pci_devices_missing_root(tmp_path):
+    assert gf.nvidia_pci_devices(str(tmp_path / "absent")) == []
+
+
+def test_module_gpu_host_without_driver(tmp_path, capsys):
+    """PCI shows an NVIDIA GPU but nvidia-smi is missing: a GPU host whose driver is not installed yet."""
+    make_pci_tree(tmp_path / "pci", [("0000:00:06.0", "0x10de", "0x030200", "0x2335")])
+    out = run_module("gpu_facts", {"nvidia_smi_path": str(tmp_path / "missing"), "pci_root": str(tmp_path / "pci")},
+                     capsys)
+    assert out["state"] == "no_nvidia_smi" and out["has_gpu"] is False
+    assert out["pci_gpus"] == [{"address": "0000:00:06.0", "device_id": "0x2335", "class": "0x030200"}]
+    assert "driver is not installed" in out["msg"]
