@@ -5,6 +5,7 @@ HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PROJECT_ROOT=$(cd "$HARNESS_DIR/../.." && pwd)
 CACHE_DIR=${LLM_ONPREM_CACHE:-$PROJECT_ROOT/.cache}
 export HARNESS_DIR PROJECT_ROOT CACHE_DIR
+mkdir -p "$CACHE_DIR"
 
 log() { printf '[harness] %s\n' "$*" >&2; }
 die() { printf '[harness] ERROR: %s\n' "$*" >&2; exit 1; }
