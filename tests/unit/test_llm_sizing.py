@@ -442,3 +442,20 @@ def test_module_argument_spec_errors(capsys):
     assert out["failed"] is True and "weights" in out["msg"]
     out = run_module("llm_sizing", {"gpu_memory": ["80GiB"]}, capsys)
     assert out["failed"] is True and "model" in out["msg"]
+
+
+def test_busy_h200_xml_end_to_end(capsys, h200, local_gpu, tmp_path):
+    """gpu_facts on a busy H200 (fake nvidia-smi), then llm_sizing on its output: free memory is short."""
+    from test_gpu_facts import make_fake_smi
+
+    smi = make_fake_smi(tmp_path, {"xml": (local_gpu / "h200-busy-nvidia-smi-q.xml", 0),
+                                   "csv": (h200 / "query-gpu.csv", 0),
+                                   "apps": (h200 / "busy-compute-apps.csv", 0), "topo": (h200 / "topo-m.txt", 0)})
+    facts = run_module("gpu_facts", {"nvidia_smi_path": str(smi)}, capsys)
+    gpu = facts["gpus"][0]
+    assert gpu["memory_used_bytes"] == 21007 * MIB and gpu["processes"][0]["pid"] == 649
+    out = run_module("llm_sizing", {"model": M32, "max_model_len": 32768, "gpus": facts["gpus"]}, capsys)
+    assert out["fits"] is False
+    assert any("free memory" in r for r in out["reasons"])
+    assert {"variable": "llm_gpu_memory_utilization", "value": 0.85} in [
+        {k: s[k] for k in ("variable", "value")} for s in out["suggestions"]]
