@@ -459,3 +459,29 @@ def test_busy_h200_xml_end_to_end(capsys, h200, local_gpu, tmp_path):
     assert any("free memory" in r for r in out["reasons"])
     assert {"variable": "llm_gpu_memory_utilization", "value": 0.85} in [
         {k: s[k] for k in ("variable", "value")} for s in out["suggestions"]]
+
+
+# The foundation inventories must pass their own preflight on their planned hardware
+# (the hardware named in each inventory's hosts.yml; nvidia-smi memory.total of the cards).
+PLANNED_HARDWARE = {
+    "hospital": ["81559MiB"],  # 1x H100 SXM 80 GB
+    "factory": ["46068MiB", "46068MiB"],  # 2x A40 48 GB
+}
+
+
+@pytest.mark.parametrize("site", sorted(PLANNED_HARDWARE))
+def test_foundation_inventories_fit_their_planned_hardware(site):
+    yaml = pytest.importorskip("yaml")
+    from conftest import REPO_ROOT
+
+    path = REPO_ROOT / "inventories" / site / "group_vars" / "all" / "deployment.yml"
+    profile = yaml.safe_load(path.read_text())
+    result = ls.plan(
+        model=profile["llm_model"], weights=profile["llm_weights"],
+        weights_group_size=profile["llm_weights_group_size"], weights_keep_16bit=profile["llm_weights_keep_16bit"],
+        kv_cache_dtype=profile["llm_kv_cache_dtype"], tensor_parallel_size=profile["llm_tensor_parallel_size"],
+        pipeline_parallel_size=profile["llm_pipeline_parallel_size"], max_model_len=profile["llm_max_model_len"],
+        max_num_seqs=profile["llm_max_num_seqs"], max_num_batched_tokens=profile["llm_max_num_batched_tokens"],
+        gpu_memory_utilization=profile["llm_gpu_memory_utilization"], gpu_memory=PLANNED_HARDWARE[site])
+    assert result["fits"], result["reasons"]
+    assert result["max_concurrency"] >= 1
