@@ -32,7 +32,8 @@ def render(spec):
         desc = opt.get("description", "")
         if isinstance(desc, list):
             desc = " ".join(desc)
-        rows.append("| `%s` | %s | `%s` | %s |" % (name, cell(kind), cell(yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()), cell(desc)))
+        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        rows.append("| `%s` | %s | `%s` | %s |" % (name, cell(kind), cell(shown), cell(desc)))
     return "\n".join(rows)
 
 
