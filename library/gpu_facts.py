@@ -25,7 +25,7 @@ author:
 options:
   nvidia_smi_path:
     description:
-      - Path of nvidia-smi. By default it is searched on E(PATH) and in C(/usr/bin).
+      - Path of nvidia-smi. By default it is searched on E(PATH), then in C(/usr/local/nvidia/bin).
     type: path
   require_gpu:
     description:
@@ -248,7 +248,12 @@ def find_smi(module):
     path = module.params["nvidia_smi_path"]
     if path:
         return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
-    return module.get_bin_path("nvidia-smi", required=False, opt_dirs=["/usr/bin", "/usr/local/nvidia/bin"])
+    # PATH first (so a PATH entry wins), then where NVIDIA's container runtime mounts it.
+    found = module.get_bin_path("nvidia-smi", required=False)
+    if found is None:
+        fallback = "/usr/local/nvidia/bin/nvidia-smi"
+        found = fallback if os.access(fallback, os.X_OK) else None
+    return found
 
 
 def main():

