@@ -115,32 +115,69 @@ gpus:
   type: list
   elements: dict
   contains:
-    index: {description: nvidia-smi index, type: int}
-    uuid: {description: GPU UUID, type: str}
-    name: {description: Product name, type: str}
-    architecture: {description: Product architecture (Hopper, Ampere, ...), type: str}
-    memory_total_bytes: {description: Total framebuffer memory (nvidia-smi), type: int}
-    memory_reserved_bytes: {description: Memory the driver reserves (not usable by CUDA), type: int}
-    memory_used_bytes: {description: Used memory, type: int}
-    memory_free_bytes: {description: Free memory, type: int}
-    driver_version: {description: Driver version, type: str}
-    cuda_driver_version: {description: CUDA driver version, type: str}
-    compute_cap: {description: Compute capability, type: str, sample: "9.0"}
-    pci_bus_id: {description: PCI bus id, type: str}
-    mig_mode: {description: Current MIG mode (Enabled/Disabled/null), type: str}
-    mig_devices: {description: MIG instances with their own memory figures, type: list}
-    processes: {description: Compute processes on this GPU (pid, process_name, used_memory_bytes), type: list}
+    index:
+      description: "nvidia-smi index"
+      type: int
+    uuid:
+      description: "GPU UUID"
+      type: str
+    name:
+      description: "Product name"
+      type: str
+    architecture:
+      description: "Product architecture (Hopper, Ampere, ...)"
+      type: str
+    memory_total_bytes:
+      description: "Total framebuffer memory (nvidia-smi)"
+      type: int
+    memory_reserved_bytes:
+      description: "Memory the driver reserves (not usable by CUDA)"
+      type: int
+    memory_used_bytes:
+      description: "Used memory"
+      type: int
+    memory_free_bytes:
+      description: "Free memory"
+      type: int
+    driver_version:
+      description: "Driver version"
+      type: str
+    cuda_driver_version:
+      description: "CUDA driver version"
+      type: str
+    compute_cap:
+      description: "Compute capability"
+      type: str
+      sample: "9.0"
+    pci_bus_id:
+      description: "PCI bus id"
+      type: str
+    mig_mode:
+      description: "Current MIG mode (Enabled/Disabled/null)"
+      type: str
+    mig_devices:
+      description: "MIG instances with their own memory figures"
+      type: list
+    processes:
+      description: "Compute processes on this GPU (pid, process_name, used_memory_bytes)"
+      type: list
 topology:
   description: Links between GPUs from C(nvidia-smi topo -m).
   returned: always
   type: dict
   contains:
-    devices: {description: Device names in the matrix, type: list}
+    devices:
+      description: "Device names in the matrix"
+      type: list
     links:
       description: One entry per GPU pair, C(kind) is nvlink or pcie, C(code) the matrix code (NV12, PIX, SYS...).
       type: list
-    affinity: {description: CPU and NUMA affinity per GPU, type: dict}
-    all_nvlink: {description: Every GPU pair is linked by NVLink, type: bool}
+    affinity:
+      description: "CPU and NUMA affinity per GPU"
+      type: dict
+    all_nvlink:
+      description: "Every GPU pair is linked by NVLink"
+      type: bool
 processes:
   description: All compute processes holding GPU memory.
   returned: always

