@@ -396,11 +396,7 @@ def main():
         module.fail_json(msg=exc.message, error_kind=exc.kind)
     if module._diff:
         files = len(result["manifest"]["files"])
-        before = (
-            "absent"
-            if result["changed"]
-            else f"{result['published_path']} ({files} files, verified)"
-        )
+        before = "absent" if result["changed"] else f"{result['published_path']} ({files} files, verified)"
         result["diff"] = {
             "before": f"{result['name']}@{result['revision']}: {before}\n",
             "after": f"{result['name']}@{result['revision']}: {result['published_path']} ({files} files, verified)\n",

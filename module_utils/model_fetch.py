@@ -86,17 +86,11 @@ def safe_relpath(path):
     control characters: a manifest must never write outside the staging dir.
     """
     if not isinstance(path, str) or not path:
-        raise FetchError(
-            "manifest", f"manifest file path must be a non-empty string, got {path!r}"
-        )
+        raise FetchError("manifest", f"manifest file path must be a non-empty string, got {path!r}")
     if any(ord(c) < 32 or ord(c) == 127 for c in path):
-        raise FetchError(
-            "manifest", f"manifest file path {path!r} contains control characters"
-        )
+        raise FetchError("manifest", f"manifest file path {path!r} contains control characters")
     if "\\" in path:
-        raise FetchError(
-            "manifest", f"manifest file path {path!r} contains a backslash; use '/'"
-        )
+        raise FetchError("manifest", f"manifest file path {path!r} contains a backslash; use '/'")
     if path.startswith("/"):
         raise FetchError(
             "manifest",
@@ -109,9 +103,7 @@ def safe_relpath(path):
                 "manifest",
                 f"manifest file path {path!r} has an empty, '.' or '..' component (path traversal refused)",
             )
-    if len(path.encode("utf-8")) > 4096 or any(
-        len(p.encode("utf-8")) > 255 for p in parts
-    ):
+    if len(path.encode("utf-8")) > 4096 or any(len(p.encode("utf-8")) > 255 for p in parts):
         raise FetchError("manifest", f"manifest file path {path!r} is too long")
     return path
 
@@ -247,13 +239,9 @@ def filter_entries(entries, allow_patterns=None, ignore_patterns=None):
     out = []
     for e in entries:
         path = e["path"]
-        if allow_patterns and not any(
-            fnmatch.fnmatchcase(path, pat) for pat in allow_patterns
-        ):
+        if allow_patterns and not any(fnmatch.fnmatchcase(path, pat) for pat in allow_patterns):
             continue
-        if ignore_patterns and any(
-            fnmatch.fnmatchcase(path, pat) for pat in ignore_patterns
-        ):
+        if ignore_patterns and any(fnmatch.fnmatchcase(path, pat) for pat in ignore_patterns):
             continue
         out.append(e)
     return out
@@ -284,7 +272,7 @@ def new_hashers(entry):
     """sha256 always; git blob sha1 too when the entry is verified by git oid (hub non-LFS files)."""
     hashers = {"sha256": hashlib.sha256()}
     if entry.get("git_sha1"):
-        h = hashlib.sha1()
+        h = hashlib.sha1()  # noqa: S324 - git object id (hub non-LFS files), not a security boundary
         h.update(git_blob_sha1_prefix(entry["size"]))
         hashers["git_sha1"] = h
     return hashers
@@ -349,7 +337,8 @@ def check_disk_space(needed, free, margin, where):
     if required and free < required:
         raise FetchError(
             "disk_space",
-            f"not enough free space in {where}: {human(needed)} still to download plus a {human(margin)} margin needs {human(required)}, only {human(free)} free; "
+            f"not enough free space in {where}: {human(needed)} still to download plus a {human(margin)} margin "
+            f"needs {human(required)}, only {human(free)} free; "
             "free space or lower free_space_margin",
         )
 
@@ -422,11 +411,9 @@ def stamp_matches(stamp, manifest):
         body = validate_manifest({k: v for k, v in stamp.items() if k != "verified_at"})
     except FetchError:
         return False
-    if body["revision"] != manifest["revision"] or len(body["files"]) != len(
-        manifest["files"]
-    ):
+    if body["revision"] != manifest["revision"] or len(body["files"]) != len(manifest["files"]):
         return False
-    return all(entry_matches(s, w) for s, w in zip(body["files"], manifest["files"]))
+    return all(entry_matches(s, w) for s, w in zip(body["files"], manifest["files"], strict=True))
 
 
 def fill_sha256_from_stamp(stamp, manifest):
@@ -533,20 +520,12 @@ class Progress:
         s["elapsed_s"] = round(elapsed, 3)
         s["rate_bytes_per_s"] = round(s["bytes_transferred"] / elapsed, 1)
         left = s["bytes_total"] - s["bytes_done"]
-        s["eta_s"] = (
-            round(left / s["rate_bytes_per_s"], 1)
-            if s["rate_bytes_per_s"] > 0 and left > 0
-            else None
-        )
+        s["eta_s"] = round(left / s["rate_bytes_per_s"], 1) if s["rate_bytes_per_s"] > 0 and left > 0 else None
         s["updated"] = time.time()
 
     def write(self, force=False):
         now = self.clock()
-        if (
-            not force
-            and self.last_write is not None
-            and now - self.last_write < self.interval
-        ):
+        if not force and self.last_write is not None and now - self.last_write < self.interval:
             return
         self.last_write = now
         self._refresh()
@@ -600,14 +579,12 @@ def classify_http_error(code, url, reason=""):
     if code in (404, 410):
         return FetchError(
             "not_found",
-            f"HTTP {code} from {where}: the file or revision is not on the source; "
-            "check the URL, the revision and the manifest",
+            f"HTTP {code} from {where}: the file or revision is not on the source; check the URL, the revision and the manifest",
         )
     if code in (401, 403):
         return FetchError(
             "unauthorized",
-            f"HTTP {code} from {where}: access denied; check the token or the server's "
-            "credentials (gated models need an accepted licence)",
+            f"HTTP {code} from {where}: access denied; check the token or the server's credentials (gated models need an accepted licence)",
         )
     if code in (408, 429) or 500 <= code <= 599:
         return TransientError(f"HTTP {code} {reason} from {where}")
@@ -633,11 +610,7 @@ class _SameHostAuthRedirect(urllib.request.HTTPRedirectHandler):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None:
             auth = req.unredirected_hdrs.get("Authorization")
-            if (
-                auth
-                and urllib.parse.urlsplit(newurl).netloc
-                == urllib.parse.urlsplit(req.full_url).netloc
-            ):
+            if auth and urllib.parse.urlsplit(newurl).netloc == urllib.parse.urlsplit(req.full_url).netloc:
                 new.add_unredirected_header("Authorization", auth)
         return new
 
@@ -649,16 +622,10 @@ class HttpClient:
         self.timeout = timeout
         self.token = token
         if validate_certs:
-            ctx = (
-                ssl.create_default_context(cafile=ca_path)
-                if ca_path
-                else ssl.create_default_context()
-            )
+            ctx = ssl.create_default_context(cafile=ca_path) if ca_path else ssl.create_default_context()
         else:
-            ctx = ssl._create_unverified_context()
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=ctx), _SameHostAuthRedirect()
-        )
+            ctx = ssl._create_unverified_context()  # noqa: S323 - the operator chose validate_certs: false
+        self.opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), _SameHostAuthRedirect())
 
     def open(self, url, offset=0):
         req = urllib.request.Request(
@@ -680,27 +647,19 @@ class HttpClient:
                 return None
             raise classify_http_error(exc.code, url, exc.reason) from None
         except urllib.error.URLError as exc:
-            raise TransientError(
-                f"cannot reach {redact_url(url)}: {exc.reason}", kind="unreachable"
-            ) from None
+            raise TransientError(f"cannot reach {redact_url(url)}: {exc.reason}", kind="unreachable") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise TransientError(
-                f"cannot reach {redact_url(url)}: {exc}", kind="unreachable"
-            ) from None
+            raise TransientError(f"cannot reach {redact_url(url)}: {exc}", kind="unreachable") from None
 
     def get_bytes(self, url, limit=64 << 20):
         resp = self.open(url)
         if resp is None:
-            raise FetchError(
-                "transfer", f"HTTP 416 from {redact_url(url)} for a plain GET"
-            )
+            raise FetchError("transfer", f"HTTP 416 from {redact_url(url)} for a plain GET")
         with resp:
             try:
                 data = resp.read(limit + 1)
             except (OSError, http.client.HTTPException) as exc:
-                raise TransientError(
-                    f"reading {redact_url(url)} failed: {exc}"
-                ) from None
+                raise TransientError(f"reading {redact_url(url)} failed: {exc}") from None
         if len(data) > limit:
             raise FetchError(
                 "manifest",
@@ -712,29 +671,21 @@ class HttpClient:
         """Open ``url`` to read from ``offset``. Returns (stream, start); ``start`` is 0 when the
         server ignored the Range header (the file must then be restarted)."""
         resp = self.open(url, offset)
-        if (
-            resp is None
-        ):  # 416: the range is past the end; start over with the whole file
+        if resp is None:  # 416: the range is past the end; start over with the whole file
             resp = self.open(url, 0)
             if resp is None:
-                raise FetchError(
-                    "transfer", f"HTTP 416 from {redact_url(url)} for a plain GET"
-                )
+                raise FetchError("transfer", f"HTTP 416 from {redact_url(url)} for a plain GET")
             return resp, 0
         status = getattr(resp, "status", 200)
         if offset and status == 206:
             m = CONTENT_RANGE_RE.match(resp.headers.get("Content-Range", "").strip())
             if not m or int(m.group(1)) != offset:
                 resp.close()
-                raise TransientError(
-                    f"server answered Range bytes={offset}- with Content-Range {resp.headers.get('Content-Range')!r}"
-                )
+                raise TransientError(f"server answered Range bytes={offset}- with Content-Range {resp.headers.get('Content-Range')!r}")
             return resp, offset
         if status not in (200, 206):
             resp.close()
-            raise FetchError(
-                "transfer", f"unexpected HTTP {status} from {redact_url(url)}"
-            )
+            raise FetchError("transfer", f"unexpected HTTP {status} from {redact_url(url)}")
         return resp, 0
 
 
@@ -744,7 +695,7 @@ class HttpSource:
     kind = "http"
 
     def __init__(self, manifest_url, base_url=None, manifest_sha256=None, client=None):
-        if not manifest_url or not urllib.parse.urlsplit(manifest_url).scheme in (
+        if not manifest_url or urllib.parse.urlsplit(manifest_url).scheme not in (
             "http",
             "https",
         ):
@@ -766,10 +717,7 @@ class HttpSource:
 
     def manifest(self, revision):
         data = self.client.get_bytes(self.manifest_url)
-        if (
-            self.manifest_sha256
-            and hashlib.sha256(data).hexdigest() != self.manifest_sha256
-        ):
+        if self.manifest_sha256 and hashlib.sha256(data).hexdigest() != self.manifest_sha256:
             raise FetchError(
                 "checksum",
                 f"the manifest at {redact_url(self.manifest_url)} does not match manifest_sha256 {self.manifest_sha256}",
@@ -796,9 +744,7 @@ class LocalSource:
         chunk_size=CHUNK_SIZE,
     ):
         if not path or not os.path.isabs(path):
-            raise FetchError(
-                "input", f"path must be an absolute directory path, got {path!r}"
-            )
+            raise FetchError("input", f"path must be an absolute directory path, got {path!r}")
         self.root = path
         self.manifest_path = manifest_path
         self.manifest_name = manifest_name
@@ -822,8 +768,7 @@ class LocalSource:
         if not os.path.isdir(self.root):
             raise FetchError(
                 "unreachable",
-                f"source directory {self.root} does not exist or is not a directory "
-                "(is the NFS share mounted?)",
+                f"source directory {self.root} does not exist or is not a directory (is the NFS share mounted?)",
             )
         mpath = self.manifest_path or os.path.join(self.root, self.manifest_name)
         if self.manifest_path or os.path.exists(mpath):
@@ -831,9 +776,7 @@ class LocalSource:
                 with open(mpath, "rb") as f:
                     data = f.read(64 << 20)
             except OSError as exc:
-                raise FetchError(
-                    "not_found", f"cannot read manifest {mpath}: {exc.strerror}"
-                ) from None
+                raise FetchError("not_found", f"cannot read manifest {mpath}: {exc.strerror}") from None
             return parse_manifest(data, expected_revision=revision)
         return self.compute_manifest(revision)
 
@@ -842,11 +785,7 @@ class LocalSource:
         files = []
         root = os.path.realpath(self.root)
         for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(
-                d
-                for d in dirnames
-                if d not in (".git",) and not d.startswith(".staging-")
-            )
+            dirnames[:] = sorted(d for d in dirnames if d not in (".git",) and not d.startswith(".staging-"))
             for fn in sorted(filenames):
                 full = os.path.join(dirpath, fn)
                 rel = os.path.relpath(full, self.root).replace(os.sep, "/")
@@ -881,14 +820,10 @@ class LocalSource:
         except FileNotFoundError:
             raise FetchError(
                 "not_found",
-                "{} is listed in the manifest but missing from {}".format(
-                    entry["path"], self.root
-                ),
+                "{} is listed in the manifest but missing from {}".format(entry["path"], self.root),
             ) from None
         except OSError as exc:
-            raise TransientError(
-                f"cannot read {real}: {exc.strerror}", kind="unreachable"
-            ) from None
+            raise TransientError(f"cannot read {real}: {exc.strerror}", kind="unreachable") from None
         if offset:
             f.seek(offset)
         return f, offset
@@ -920,9 +855,7 @@ class HubAdapter:
         return self.api.model_info(repo_id, revision=revision, files_metadata=True)
 
     def file_url(self, repo_id, filename, revision):
-        return self.hub.hf_hub_url(
-            repo_id, filename, revision=revision, endpoint=self.endpoint
-        )
+        return self.hub.hf_hub_url(repo_id, filename, revision=revision, endpoint=self.endpoint)
 
 
 def _get(obj, key):
@@ -938,9 +871,7 @@ def hub_error(exc, repo_id, revision):
     names = {c.__name__ for c in type(exc).__mro__}
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "RevisionNotFoundError" in names:
-        return FetchError(
-            "revision", f"revision {revision} not found in {repo_id} on the hub: {text}"
-        )
+        return FetchError("revision", f"revision {revision} not found in {repo_id} on the hub: {text}")
     if "GatedRepoError" in names:
         return FetchError(
             "unauthorized",
@@ -957,17 +888,10 @@ def hub_error(exc, repo_id, revision):
         err = classify_http_error(code, f"the hub API for {repo_id}")
         if isinstance(err, FetchError):
             return err
-        return FetchError(
-            "unreachable", f"hub API for {repo_id} answered HTTP {code}: {text}"
-        )
-    if any(
-        "Connect" in n or "Timeout" in n or n in ("OSError", "ConnectionError")
-        for n in names
-    ):
+        return FetchError("unreachable", f"hub API for {repo_id} answered HTTP {code}: {text}")
+    if any("Connect" in n or "Timeout" in n or n in ("OSError", "ConnectionError") for n in names):
         return FetchError("unreachable", f"cannot reach the hub for {repo_id}: {text}")
-    return FetchError(
-        "source", f"hub error for {repo_id}@{revision}: {type(exc).__name__}: {text}"
-    )
+    return FetchError("source", f"hub error for {repo_id}@{revision}: {type(exc).__name__}: {text}")
 
 
 class HubSource:
@@ -984,16 +908,10 @@ class HubSource:
         client=None,
         adapter=None,
     ):
-        if not isinstance(repo_id, str) or not re.match(
-            r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", repo_id or ""
-        ):
-            raise FetchError(
-                "input", f"repo_id must look like 'org/name', got {repo_id!r}"
-            )
+        if not isinstance(repo_id, str) or not re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", repo_id or ""):
+            raise FetchError("input", f"repo_id must look like 'org/name', got {repo_id!r}")
         self.repo_id = repo_id
-        self.endpoint = (
-            endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_HUB_ENDPOINT
-        ).rstrip("/")
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_HUB_ENDPOINT).rstrip("/")
         self.allow_branch = allow_branch
         self.client = client or HttpClient(token=token)
         self.adapter = adapter
@@ -1011,8 +929,7 @@ class HubSource:
         if not COMMIT_RE.match(revision) and not self.allow_branch:
             raise FetchError(
                 "revision",
-                f"revision {revision!r} is not a 40-hex commit id; pin a commit (branch and tag "
-                "names move) or set allow_branch: true",
+                f"revision {revision!r} is not a 40-hex commit id; pin a commit (branch and tag names move) or set allow_branch: true",
             )
         adapter = self.adapter or HubAdapter(endpoint=self.endpoint, token=self.token)
         try:
@@ -1061,9 +978,7 @@ class HubSource:
                     )
                 entry["git_sha1"] = blob
             elif not SHA256_RE.match(entry["sha256"]):
-                raise FetchError(
-                    "source", f"the hub gave a malformed sha256 for {path}"
-                )
+                raise FetchError("source", f"the hub gave a malformed sha256 for {path}")
             entries.append(entry)
         if not entries:
             raise FetchError("not_found", f"{self.repo_id}@{commit} lists no files")
@@ -1133,9 +1048,7 @@ def transfer_file(source, entry, dest, progress, chunk_size=CHUNK_SIZE, prior_cr
                         try:
                             n = stream.readinto(view[: min(chunk_size, remaining)])
                         except (OSError, http.client.HTTPException) as exc:
-                            raise TransientError(
-                                f"connection lost while reading {entry['path']} after {size - remaining} of {size} bytes: {exc}"
-                            ) from None
+                            raise TransientError(f"connection lost while reading {entry['path']} after {size - remaining} of {size} bytes: {exc}") from None
                         if not n:
                             break
                         out.write(view[:n])
@@ -1146,27 +1059,21 @@ def transfer_file(source, entry, dest, progress, chunk_size=CHUNK_SIZE, prior_cr
                         progress.advance(n)
                     if remaining > 0:
                         out.flush()
-                        raise TransientError(
-                            f"source closed {entry['path']} after {size - remaining} of {size} bytes"
-                        )
+                        raise TransientError(f"source closed {entry['path']} after {size - remaining} of {size} bytes")
                     extra = b""
                     try:
                         extra = stream.read(1)
                     except (OSError, http.client.HTTPException):
                         extra = b""
                     if extra:
-                        raise ChecksumError(
-                            f"{entry['path']}: the source sent more than the manifest's {size} bytes"
-                        )
+                        raise ChecksumError(f"{entry['path']}: the source sent more than the manifest's {size} bytes")
                 finally:
                     stream.close()
     digests = {k: h.hexdigest() for k, h in hashers.items()}
     info["digests"] = digests
     info["credit"] = credit + info["transferred"]
     if os.path.getsize(dest) != size:
-        raise ChecksumError(
-            f"{entry['path']}: {os.path.getsize(dest)} bytes on disk, manifest says {size}"
-        )
+        raise ChecksumError(f"{entry['path']}: {os.path.getsize(dest)} bytes on disk, manifest says {size}")
     if not digest_matches(entry, digests):
         raise ChecksumError(
             "{}: checksum mismatch (got sha256 {}, expected {})".format(
@@ -1198,11 +1105,7 @@ def _rmtree(path):
 def _staging_state(paths, manifest):
     """Sizes of partial files in staging and the set of files the journal says are verified (unchanged since)."""
     journal = read_json_file(paths["journal"]) or {}
-    journal_files = (
-        journal.get("files", {})
-        if journal.get("revision") == manifest["revision"]
-        else {}
-    )
+    journal_files = journal.get("files", {}) if journal.get("revision") == manifest["revision"] else {}
     partial, verified = {}, set()
     for e in manifest["files"]:
         full = os.path.join(paths["staging"], e["path"])
@@ -1227,9 +1130,7 @@ def _clean_strays(staging, wanted):
     """Remove files in staging that the manifest does not list (left by an older attempt)."""
     for dirpath, dirnames, filenames in os.walk(staging, topdown=False):
         for fn in filenames:
-            rel = os.path.relpath(os.path.join(dirpath, fn), staging).replace(
-                os.sep, "/"
-            )
+            rel = os.path.relpath(os.path.join(dirpath, fn), staging).replace(os.sep, "/")
             if rel not in wanted:
                 os.unlink(os.path.join(dirpath, fn))
         for d in dirnames:
@@ -1247,9 +1148,7 @@ def _lock(path):
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.EAGAIN, errno.EACCES):
-            raise FetchError(
-                "busy", f"another model_fetch holds {path}; wait for it to finish"
-            ) from None
+            raise FetchError("busy", f"another model_fetch holds {path}; wait for it to finish") from None
         raise
     return fd
 
@@ -1341,44 +1240,30 @@ def fetch(
     name = check_component(cfg.get("name"), "name")
     revision = cfg.get("revision")
     if not isinstance(revision, str) or not revision:
-        raise FetchError(
-            "input", "revision is required: pin the model version to fetch"
-        )
+        raise FetchError("input", "revision is required: pin the model version to fetch")
     if cfg.get("source") != "hub":
         check_component(revision, "revision")
     verify_existing = cfg.get("verify_existing", "stamp")
     if verify_existing not in VERIFY_MODES:
-        raise FetchError(
-            "input", "verify_existing must be one of {}".format(", ".join(VERIFY_MODES))
-        )
+        raise FetchError("input", "verify_existing must be one of {}".format(", ".join(VERIFY_MODES)))
     retries = int(cfg.get("retries", 3))
     delay = float(cfg.get("retry_delay", 2.0))
     margin = int(cfg.get("free_space_margin", 1 << 30))
     if retries < 0 or delay < 0 or margin < 0:
-        raise FetchError(
-            "input", "retries, retry_delay and free_space_margin must not be negative"
-        )
+        raise FetchError("input", "retries, retry_delay and free_space_margin must not be negative")
     uid, gid = cfg.get("uid"), cfg.get("gid")
     file_mode = cfg.get("mode", 0o640)
     dir_mode = cfg.get("directory_mode", 0o750)
 
     source = build_source(cfg, client=client, hub_adapter=hub_adapter)
     try:
-        manifest = _with_retries(
-            lambda: source.manifest(revision), retries, delay, sleep
-        )
+        manifest = _with_retries(lambda: source.manifest(revision), retries, delay, sleep)
     except TransientError as exc:
         kind = "unreachable" if exc.kind == "unreachable" else "transfer"
-        raise FetchError(
-            kind, f"cannot read the manifest after {retries + 1} attempts: {exc}"
-        ) from None
-    revision = manifest[
-        "revision"
-    ]  # the hub may resolve an allowed branch to its commit
+        raise FetchError(kind, f"cannot read the manifest after {retries + 1} attempts: {exc}") from None
+    revision = manifest["revision"]  # the hub may resolve an allowed branch to its commit
     check_component(revision, "revision")
-    wanted = filter_entries(
-        manifest["files"], cfg.get("allow_patterns"), cfg.get("ignore_patterns")
-    )
+    wanted = filter_entries(manifest["files"], cfg.get("allow_patterns"), cfg.get("ignore_patterns"))
     if not wanted:
         raise FetchError(
             "input",
@@ -1415,9 +1300,7 @@ def fetch(
     if os.path.isdir(paths["published"]):
         stamp = read_json_file(paths["stamp"])
         if stamp_matches(stamp, manifest):
-            problems = check_published(
-                paths["published"], manifest, verify_existing, chunk_size
-            )
+            problems = check_published(paths["published"], manifest, verify_existing, chunk_size)
             if not problems:
                 fill_sha256_from_stamp(stamp, manifest)
                 result.update(
@@ -1450,9 +1333,7 @@ def fetch(
     partial, verified, journal_files = _staging_state(paths, manifest)
     needed = bytes_still_needed(manifest["files"], partial, verified)
     result["bytes_to_transfer"] = needed
-    result["would_fetch"] = [
-        e["path"] for e in manifest["files"] if e["path"] not in verified
-    ]
+    result["would_fetch"] = [e["path"] for e in manifest["files"] if e["path"] not in verified]
     result["manifest"] = public_manifest(manifest, name, source.describe())
     result["changed"] = True
     result["replaced_damaged_copy"] = repair
@@ -1508,9 +1389,7 @@ def fetch(
                     state["refetched"] = True
                     raise TransientError(str(exc), kind="checksum") from None
                 except TransientError:
-                    state["credit"] = (
-                        os.path.getsize(dest) if os.path.exists(dest) else 0
-                    )
+                    state["credit"] = os.path.getsize(dest) if os.path.exists(dest) else 0
                     raise
                 return info
 
@@ -1523,14 +1402,8 @@ def fetch(
             try:
                 info = _with_retries(one_attempt, retries, delay, sleep, on_retry)
             except TransientError as exc:
-                kind = (
-                    "checksum"
-                    if exc.kind == "checksum"
-                    else ("unreachable" if exc.kind == "unreachable" else "transfer")
-                )
-                raise FetchError(
-                    kind, f"{e['path']}: giving up after {retries + 1} attempts: {exc}"
-                ) from None
+                kind = "checksum" if exc.kind == "checksum" else ("unreachable" if exc.kind == "unreachable" else "transfer")
+                raise FetchError(kind, f"{e['path']}: giving up after {retries + 1} attempts: {exc}") from None
             if before and info["resumed_from"] and not state["refetched"]:
                 result["files_resumed"].append(e["path"])
             if info["range_ignored"]:
@@ -1565,9 +1438,7 @@ def fetch(
         if os.path.lexists(paths["published"]):
             if os.path.exists(paths["stamp"]):
                 os.unlink(paths["stamp"])
-            old = os.path.join(
-                paths["model_dir"], f".replaced-{revision}-{os.getpid()}"
-            )
+            old = os.path.join(paths["model_dir"], f".replaced-{revision}-{os.getpid()}")
             os.rename(paths["published"], old)
             os.rename(paths["staging"], paths["published"])
             _rmtree(old)
@@ -1597,12 +1468,9 @@ def fetch(
         if exc.errno == errno.ENOSPC:
             raise FetchError(
                 "disk_space",
-                "the disk filled up while writing under {}: {}; staging is kept "
-                "for resume".format(paths["model_dir"], exc),
+                "the disk filled up while writing under {}: {}; staging is kept for resume".format(paths["model_dir"], exc),
             ) from None
-        raise FetchError(
-            "io", "I/O error under {}: {}".format(paths["model_dir"], exc)
-        ) from None
+        raise FetchError("io", "I/O error under {}: {}".format(paths["model_dir"], exc)) from None
     finally:
         os.close(lock_fd)
 

@@ -51,10 +51,7 @@ def manifest_for(files, revision=REV):
     return {
         "manifest_version": 1,
         "revision": revision,
-        "files": [
-            {"path": p, "size": len(d), "sha256": sha(d)}
-            for p, d in sorted(files.items())
-        ],
+        "files": [{"path": p, "size": len(d), "sha256": sha(d)} for p, d in sorted(files.items())],
     }
 
 
@@ -73,9 +70,7 @@ class Handler(BaseHTTPRequestHandler):
         srv = self.server
         path = self.path.split("?", 1)[0]
         rng = self.headers.get("Range")
-        srv.log.append(
-            {"path": path, "range": rng, "auth": self.headers.get("Authorization")}
-        )
+        srv.log.append({"path": path, "range": rng, "auth": self.headers.get("Authorization")})
         if path in srv.status:
             code = srv.status[path]
             body = b"nope"
@@ -114,9 +109,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             self.send_response(206)
-            self.send_header(
-                "Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}"
-            )
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
             self.send_response(200)
         body = data[start:]
@@ -147,9 +140,7 @@ class Server:
         h.hub_prefixes = []
         h.log = []
         h.sent = 0
-        self.thread = threading.Thread(
-            target=h.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self.thread = threading.Thread(target=h.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{h.server_address[1]}"
 
@@ -157,9 +148,7 @@ class Server:
         return getattr(self.httpd, name)
 
     def set_manifest(self, obj):
-        self.httpd.manifest_bytes = (
-            json.dumps(obj).encode() if not isinstance(obj, bytes) else obj
-        )
+        self.httpd.manifest_bytes = json.dumps(obj).encode() if not isinstance(obj, bytes) else obj
 
     def file_requests(self):
         return [r for r in self.httpd.log if r["path"] != "/m/manifest.json"]
@@ -209,9 +198,9 @@ def published_ok(store, files, name="tiny", rev=REV):
     got = sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
     assert got == sorted(files)
     stamp = json.loads((Path(store) / name / (rev + ".verified.json")).read_text())
-    assert mf.manifest_key(
-        mf.validate_manifest({k: v for k, v in stamp.items() if k != "verified_at"})
-    ) == (mf.manifest_key(mf.validate_manifest(manifest_for(files, rev))))
+    assert mf.manifest_key(mf.validate_manifest({k: v for k, v in stamp.items() if k != "verified_at"})) == (
+        mf.manifest_key(mf.validate_manifest(manifest_for(files, rev)))
+    )
 
 
 # --------------------------------------------------------------------------
@@ -389,9 +378,7 @@ def test_parse_manifest_round_trip():
     ],
 )
 def test_filter_entries(allow, ignore, expected):
-    entries = [
-        {"path": p} for p in ["a.json", "b.bin", "figures/x.png", "w/m.safetensors"]
-    ]
+    entries = [{"path": p} for p in ["a.json", "b.bin", "figures/x.png", "w/m.safetensors"]]
     assert [e["path"] for e in mf.filter_entries(entries, allow, ignore)] == expected
 
 
@@ -400,9 +387,7 @@ def test_check_component_accepts(value):
     assert mf.check_component(value, "revision") == value
 
 
-@pytest.mark.parametrize(
-    "value", ["", ".", "..", ".x", "-x", "a/b", "a b", None, 3, "x" * 201]
-)
+@pytest.mark.parametrize("value", ["", ".", "..", ".x", "-x", "a/b", "a b", None, 3, "x" * 201])
 def test_check_component_refuses(value):
     with pytest.raises(mf.FetchError) as ei:
         mf.check_component(value, "revision")
@@ -419,10 +404,7 @@ def test_hash_file_sha256_and_git_oid(tmp_path):
     p.write_bytes(b"hello\n")
     entry = {"size": 6, "git_sha1": "x"}
     d = mf.hash_file(str(p), entry, chunk_size=2)
-    assert (
-        d["sha256"]
-        == "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
-    )
+    assert d["sha256"] == "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
     # `git hash-object` of "hello\n"
     assert d["git_sha1"] == "ce013625030ba8dba906f756967f9e9ca394464a"
     assert mf.hash_file(str(p), limit=5)["sha256"] == sha(b"hello")
@@ -501,9 +483,7 @@ def test_check_disk_space(needed, free, margin, ok):
 
 
 def test_disk_free_walks_up_to_existing_parent(tmp_path):
-    assert (
-        mf.disk_free(str(tmp_path / "not" / "yet")) == mf.disk_free(str(tmp_path)) > 0
-    )
+    assert mf.disk_free(str(tmp_path / "not" / "yet")) == mf.disk_free(str(tmp_path)) > 0
 
 
 @pytest.mark.parametrize(
@@ -567,9 +547,7 @@ def test_stamp_matches_git_oid_entries():
 @pytest.mark.parametrize("git", ["x" * 40, "1" * 39, 5])
 def test_manifest_git_sha1_validated(git):
     with pytest.raises(mf.FetchError) as ei:
-        mf.validate_manifest(
-            _m(files=[{"path": "a", "size": 1, "sha256": SHA_A, "git_sha1": git}])
-        )
+        mf.validate_manifest(_m(files=[{"path": "a", "size": 1, "sha256": SHA_A, "git_sha1": git}]))
     assert "git_sha1" in ei.value.message
 
 
@@ -667,9 +645,7 @@ def test_progress_status_file_throttled(tmp_path):
     p = mf.Progress(str(status), total_bytes=1000, files_total=2, clock=lambda: now[0])
     p.phase("downloading", "a")
     p.advance(100)
-    assert (
-        json.loads(status.read_text())["bytes_done"] == 0
-    )  # throttled: written less than once a second
+    assert json.loads(status.read_text())["bytes_done"] == 0  # throttled: written less than once a second
     now[0] += 2.0
     p.advance(300)
     s = mf.read_status(str(status))
@@ -733,9 +709,7 @@ def test_interrupted_transfer_resumes_with_range(server, store, files):
     assert big in r["files_resumed"]
     assert r["bytes_transferred"] < total
     # files that completed before the interruption are reused from the journal, the big one resumes
-    assert r["bytes_transferred"] == total - 300_000 - sum(
-        len(files[p]) for p in r["files_reused"]
-    )
+    assert r["bytes_transferred"] == total - 300_000 - sum(len(files[p]) for p in r["files_reused"])
     assert {"path": "/m/" + big, "range": "bytes=300000-", "auth": None} in server.log
     published_ok(store, files)
 
@@ -745,9 +719,7 @@ def test_dropped_connection_retried_within_one_run(server, store, files):
     server.drop[big] = {"after": 100_000, "times": 2}
     r = mf.fetch(cfg_http(server, store, retries=3))
     assert r["retries_used"] == 2
-    assert r["bytes_transferred"] == sum(
-        len(d) for d in files.values()
-    )  # every byte once
+    assert r["bytes_transferred"] == sum(len(d) for d in files.values())  # every byte once
     ranges = [x["range"] for x in server.log if x["path"] == "/m/" + big]
     assert ranges == [None, "bytes=100000-", "bytes=200000-"]
     published_ok(store, files)
@@ -792,12 +764,8 @@ def test_persistent_corruption_never_published(server, store, files, tmp_path):
         mf.fetch(cfg_http(server, store, retries=2))
     assert ei.value.kind == "checksum" and "3 attempts" in ei.value.message
     assert not Path(store, "tiny", REV).exists()
-    assert not Path(
-        store, "tiny", ".staging-" + REV, shard
-    ).exists()  # bad bytes removed
-    assert Path(
-        store, "tiny", ".staging-" + REV, "config.json"
-    ).exists()  # good ones kept for resume
+    assert not Path(store, "tiny", ".staging-" + REV, shard).exists()  # bad bytes removed
+    assert Path(store, "tiny", ".staging-" + REV, "config.json").exists()  # good ones kept for resume
     assert Path(store, "tiny", "v0", "config.json").read_bytes() == before
     assert Path(store, "tiny", "v0.verified.json").exists()
 
@@ -902,9 +870,7 @@ def test_disk_space_counts_only_missing_bytes(server, store, files):
     # journal-verified small files cost nothing; the partial shard only its missing tail
     assert r["bytes_to_transfer"] == (700_000 - 500_000) + 600_000 < total
     assert r["would_fetch"] == [big, "weights/model-00002-of-00002.safetensors"]
-    r = mf.fetch(
-        cfg_http(server, store), free_bytes=lambda path: seen.append(path) or 10 << 30
-    )
+    r = mf.fetch(cfg_http(server, store), free_bytes=lambda path: seen.append(path) or 10 << 30)
     assert seen == [os.path.join(store, "tiny")]
 
 
@@ -931,11 +897,7 @@ def test_manifest_sha256_pin(server, store):
 
 
 def test_patterns_select_files(server, store, files):
-    r = mf.fetch(
-        cfg_http(
-            server, store, allow_patterns=["*.json"], ignore_patterns=["tokenizer*"]
-        )
-    )
+    r = mf.fetch(cfg_http(server, store, allow_patterns=["*.json"], ignore_patterns=["tokenizer*"]))
     assert [e["path"] for e in r["manifest"]["files"]] == ["config.json"]
     with pytest.raises(mf.FetchError) as ei:
         mf.fetch(cfg_http(server, store, allow_patterns=["*.gguf"]))
@@ -952,13 +914,9 @@ def test_verify_existing_full_repairs_damaged_copy(server, store, files):
     assert mf.fetch(cfg_http(server, store))["skipped"]
     r = mf.fetch(cfg_http(server, store, verify_existing="full"))
     assert r["changed"] and r["replaced_damaged_copy"]
-    assert r["published_problems"] == [
-        "weights/model-00002-of-00002.safetensors: sha256 mismatch"
-    ]
+    assert r["published_problems"] == ["weights/model-00002-of-00002.safetensors: sha256 mismatch"]
     published_ok(store, files)
-    leftovers = [
-        p for p in os.listdir(os.path.join(store, "tiny")) if p.startswith(".replaced-")
-    ]
+    leftovers = [p for p in os.listdir(os.path.join(store, "tiny")) if p.startswith(".replaced-")]
     assert leftovers == []
 
 
@@ -968,9 +926,7 @@ def test_truncated_published_file_detected_without_rehash(server, store, files):
     shard.chmod(0o644)
     shard.write_bytes(files["tokenizer.json"][:100])
     r = mf.fetch(cfg_http(server, store))
-    assert r["changed"] and r["published_problems"] == [
-        "tokenizer.json: size 100, expected 20000"
-    ]
+    assert r["changed"] and r["published_problems"] == ["tokenizer.json: size 100, expected 20000"]
     published_ok(store, files)
 
 
@@ -1153,17 +1109,11 @@ class FakeHub:
                         rfilename=p,
                         size=len(d),
                         blob_id="f" * 40,
-                        lfs=SimpleNamespace(
-                            size=len(d), sha256=sha(d), pointer_size=130
-                        ),
+                        lfs=SimpleNamespace(size=len(d), sha256=sha(d), pointer_size=130),
                     )
                 )
             else:
-                siblings.append(
-                    SimpleNamespace(
-                        rfilename=p, size=len(d), blob_id=git_oid(d), lfs=None
-                    )
-                )
+                siblings.append(SimpleNamespace(rfilename=p, size=len(d), blob_id=git_oid(d), lfs=None))
         return SimpleNamespace(sha=self.commit, siblings=siblings)
 
     def file_url(self, repo_id, filename, revision):
@@ -1193,9 +1143,7 @@ def test_hub_source_lfs_and_git_oids(server, store, files):
     assert hub.calls == [("org/tiny", COMMIT)]
     published_ok(store, files, rev=COMMIT)
     # small files verified by git oid get their sha256 recorded in the stamp
-    assert {e["path"]: e["sha256"] for e in r["manifest"]["files"]}[
-        "config.json"
-    ] == sha(files["config.json"])
+    assert {e["path"]: e["sha256"] for e in r["manifest"]["files"]}["config.json"] == sha(files["config.json"])
     auth = {x["auth"] for x in server.log}
     assert auth == {"Bearer hf_secret"}
     assert "hf_secret" not in json.dumps(r)
@@ -1238,10 +1186,7 @@ def test_hub_without_huggingface_hub(monkeypatch, store):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(mf.FetchError) as ei:
         mf.fetch(cfg_hub(store))
-    assert (
-        ei.value.kind == "dependency"
-        and "pip install huggingface_hub" in ei.value.message
-    )
+    assert ei.value.kind == "dependency" and "pip install huggingface_hub" in ei.value.message
 
 
 @pytest.mark.parametrize("repo_id", ["", "noslash", "a/b/c", "../x", None])
@@ -1264,9 +1209,7 @@ def test_token_not_sent_to_other_host_on_redirect():
             seen[self.headers.get("Host")] = self.headers.get("Authorization")
             if self.path == "/start":
                 self.send_response(302)
-                self.send_header(
-                    "Location", f"http://localhost:{self.server.server_address[1]}/cdn"
-                )
+                self.send_header("Location", f"http://localhost:{self.server.server_address[1]}/cdn")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
@@ -1276,9 +1219,7 @@ def test_token_not_sent_to_other_host_on_redirect():
             self.wfile.write(b"ok")
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    ).start()
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         port = httpd.server_address[1]
         client = mf.HttpClient(timeout=5, token="hf_secret")
@@ -1295,14 +1236,10 @@ def test_token_not_sent_to_other_host_on_redirect():
 # --------------------------------------------------------------------------
 
 
-ANSIBLE = shutil.which("ansible") or os.path.join(
-    os.path.dirname(sys.executable), "ansible"
-)
+ANSIBLE = shutil.which("ansible") or os.path.join(os.path.dirname(sys.executable), "ansible")
 
 
-@pytest.mark.skipif(
-    not os.path.exists(ANSIBLE), reason="ansible is not installed in this environment"
-)
+@pytest.mark.skipif(not os.path.exists(ANSIBLE), reason="ansible is not installed in this environment")
 def test_ansible_module_check_then_fetch(server, store, files, tmp_path):
     args = json.dumps(
         {
@@ -1354,25 +1291,15 @@ def test_ansible_module_check_then_fetch(server, store, files, tmp_path):
 
     rc, res = run("--check", "--diff")
     assert rc == 0 and res["changed"] and not os.path.exists(store)
-    assert (
-        "absent" in res["diff"][0]["before"]
-        if isinstance(res["diff"], list)
-        else res["diff"]["before"]
-    )
+    assert "absent" in res["diff"][0]["before"] if isinstance(res["diff"], list) else res["diff"]["before"]
     rc, res = run()
-    assert (
-        rc == 0
-        and res["changed"]
-        and res["bytes_transferred"] == sum(len(d) for d in files.values())
-    )
+    assert rc == 0 and res["changed"] and res["bytes_transferred"] == sum(len(d) for d in files.values())
     published_ok(store, files)
     rc, res = run()
     assert rc == 0 and not res["changed"] and res["skipped"]
     server.status["/m/manifest.json"] = 404
     bad = base[:]
     bad[bad.index("-a") + 1] = json.dumps(dict(json.loads(args), revision="v2"))
-    p = subprocess.run(
-        bad, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
+    p = subprocess.run(bad, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     res = json.loads(p.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert p.returncode != 0 and res["failed"] and res["error_kind"] == "not_found"
