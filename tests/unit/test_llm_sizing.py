@@ -364,8 +364,8 @@ def test_cpu_plan_tiny_config():
                          kv_cache_memory_bytes=268435456, host_memory_bytes="24GiB")
     assert result["engine"] == "vllm-cpu" and result["vllm_release"] == "0.32.0"
     assert result["fits"] is True
-    assert result["vllm_args"] == ["--max-model-len", "2048", "--max-num-seqs", "8", "--dtype", "bfloat16",
-                                   "--kv-cache-memory-bytes", "268435456"]
+    assert result["vllm_args"] == ["--max-model-len", "2048", "--max-num-seqs", "8", "--max-num-batched-tokens", "2048",
+                                   "--dtype", "bfloat16", "--kv-cache-memory-bytes", "268435456"]
     assert not any("gpu-memory-utilization" in a for a in result["vllm_args"])
     kv = 2 * 2 * 2 * 64 * 2  # K and V, 2 layers, 2 KV heads, head_dim 256/4, bf16
     assert result["kv_bytes_per_token"] == kv
@@ -570,3 +570,21 @@ def test_preflight_playbook_busy_gpu_says_what_to_change(tmp_path, h200, local_g
     assert "DOES NOT FIT - DeepSeek-R1-Distill-Qwen-32B (bf16) on vllm 0.32" in out
     assert "free memory 119.29 GiB is less than gpu_memory_utilization 0.90" in out
     assert "set llm_gpu_memory_utilization to 0.85" in out
+
+
+@pytest.mark.parametrize("engine_args", [
+    {"model": M32, "max_model_len": 32768, "gpu_memory": ["81559MiB"]},
+    {"model": "DeepSeek-R1-Distill-Qwen-7B", "max_model_len": 2048, "engine": "cpu"},
+])
+def test_llm_sizing_docs_cover_what_it_returns(capsys, engine_args):
+    from test_gpu_facts import load_library, module_docs
+
+    docs = module_docs("llm_sizing")
+    attrs = docs["DOCUMENTATION"]["attributes"]
+    assert attrs["check_mode"]["support"] == "full" and "diff_mode" in attrs
+    assert all(task.get("name") for task in docs["EXAMPLES"])
+    assert set(docs["DOCUMENTATION"]["options"]) == set(load_library("llm_sizing").ARGUMENT_SPEC)
+    out = run_module("llm_sizing", engine_args, capsys)
+    returned = set(out) - {"changed", "_exit", "invocation", "failed", "warnings", "deprecations"}
+    assert returned == set(docs["RETURN"])
+    assert set(out["plan"]) == set(docs["RETURN"]["plan"]["contains"])
