@@ -281,6 +281,27 @@ def param_count(arch):
     return arch["layers"] * per_layer + embed * (1 if arch["tie_embeddings"] else 2) + h
 
 
+def valid_tp_sizes(arch, weights=None, group_size=128):
+    """Tensor-parallel sizes vLLM accepts for this model.
+
+    vLLM shards evenly: TP must divide the attention heads and the MLP width,
+    and either divide the KV heads (TP < kv_heads) or be a multiple of them
+    (the KV heads are then replicated).  4-bit group-quantized layers also need
+    each row-parallel shard (o_proj, down_proj inputs) to hold whole groups.
+    """
+    heads, kv, inter = arch["heads"], arch["kv_heads"], arch["intermediate"]
+    out = []
+    for tp in range(1, heads + 1):
+        if heads % tp or inter % tp:
+            continue
+        if not ((tp < kv and kv % tp == 0) or (tp >= kv and tp % kv == 0)):
+            continue
+        if weights in FOUR_BIT and ((inter // tp) % group_size or (heads * arch["head_dim"] // tp) % group_size):
+            continue
+        out.append(tp)
+    return out
+
+
 def kv_bytes_per_token(arch, kv_dtype_bytes, tp=1, layers=None):
     """KV-cache bytes per token on one GPU (TP splits KV heads up to kv_heads)."""
     kv_heads = max(1, arch["kv_heads"] // tp) if tp <= arch["kv_heads"] else 1
@@ -536,10 +557,13 @@ def plan(model=None, config=None, config_path=None, weights="bf16", weights_grou
     group_size, keep = _validate_common(weights, kv_cache_dtype, weights_group_size, weights_keep_16bit)
     tp = _int(tensor_parallel_size, "tensor_parallel_size", minimum=1)
     pp = _int(pipeline_parallel_size, "pipeline_parallel_size", minimum=1)
-    if arch["heads"] % tp:
-        valid = [d for d in range(1, arch["heads"] + 1) if arch["heads"] % d == 0]
-        raise SizingError("tensor_parallel_size", "{} does not divide the {} attention heads of {}; valid: {}".format(
-            tp, arch["heads"], arch["name"], ", ".join(map(str, valid))))
+    valid = valid_tp_sizes(arch, weights, group_size)
+    if tp not in valid:
+        raise SizingError("tensor_parallel_size", "{} does not shard {} ({} attention heads, {} KV heads, MLP width {}{}): TP must "
+                          "divide the heads and the MLP width, and divide or be a multiple of the KV heads; valid: {}".format(
+                              tp, arch["name"], arch["heads"], arch["kv_heads"], arch["intermediate"],
+                              f", {weights} groups of {group_size}" if weights in FOUR_BIT else "",
+                              ", ".join(map(str, valid))))
     if pp > arch["layers"]:
         raise SizingError("pipeline_parallel_size", "{} exceeds the {} layers".format(pp, arch["layers"]))
     if isinstance(gpu_memory_utilization, bool) or not isinstance(gpu_memory_utilization, (int, float, str)):
@@ -744,12 +768,11 @@ def suggest(result, inputs, gpu_list):
                 out.append({"variable": "llm_max_num_seqs", "value": seqs, "vllm_arg": f"--max-num-seqs {seqs}",
                             "message": f"largest max_num_seqs that fits: {seqs} ({alt['kv_cache_tokens']} tokens of KV cache)"})
                 break
-    heads = arch["heads"]
     current = result["tensor_parallel_size"]
     planning = inputs.get("gpus") is None
     limit = 8 if planning else len(gpu_list)
-    for tp in range(current + 1, heads + 1):
-        if heads % tp or tp * result["pipeline_parallel_size"] > limit:
+    for tp in valid_tp_sizes(arch, inputs["weights"], inputs["weights_group_size"]):
+        if tp <= current or tp * result["pipeline_parallel_size"] > limit:
             continue
         over = {"tensor_parallel_size": tp}
         if planning:

@@ -74,6 +74,29 @@ def test_kv_split_by_tp_up_to_kv_heads(tp, kv_per_gpu):
     assert ls.kv_bytes_per_token(ls.load_model(M32), 2, tp=tp) == kv_per_gpu
 
 
+@pytest.mark.parametrize(("model", "weights", "valid"), [
+    (M32, "bf16", [1, 2, 4, 8]),  # 5 divides the 40 heads but not the 8 KV heads; 40 not the MLP width
+    (M32, "w4a16", [1, 2, 4, 8]),
+    ("DeepSeek-R1-Distill-Qwen-14B", "bf16", [1, 2, 4, 8]),
+    ("DeepSeek-R1-Distill-Qwen-14B", "w4a16", [1, 2, 4]),  # 13824 / 8 = 1728 is not whole groups of 128
+    ("DeepSeek-R1-Distill-Qwen-7B", "bf16", [1, 2, 4]),  # 28 heads, 4 KV heads, MLP 18944
+    ("DeepSeek-R1-Distill-Llama-70B", "bf16", [1, 2, 4, 8, 16, 32, 64]),
+    ("DeepSeek-R1-Distill-Llama-70B", "w4a16", [1, 2, 4, 8, 16, 32]),
+])
+def test_valid_tp_sizes(model, weights, valid):
+    assert ls.valid_tp_sizes(ls.load_model(model), weights, 128) == valid
+
+
+@pytest.mark.parametrize(("model", "weights", "tp", "words"), [
+    (M32, "bf16", 5, "8 KV heads"),
+    ("DeepSeek-R1-Distill-Qwen-14B", "w4a16", 8, "w4a16 groups of 128"),
+])
+def test_tp_that_vllm_cannot_shard_is_an_error(model, weights, tp, words):
+    with pytest.raises(ls.SizingError) as exc:
+        ls.plan(model, weights=weights, tensor_parallel_size=tp, max_model_len=4096, gpu_memory=["80GiB"] * tp)
+    assert exc.value.field == "tensor_parallel_size" and words in exc.value.message
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     ("80GiB", 80 * GIB), ("81559MiB", 81559 * MIB), ("48GB", 48 * 10 ** 9), ("48 gb", 48 * 10 ** 9),
     ("1.5GiB", int(1.5 * GIB)), ("512B", 512), (1024, 1024), (0, 0), (2.0 * GIB, 2 * GIB), ("2TiB", 2 * 1024 ** 4),
@@ -553,7 +576,7 @@ def test_preflight_playbook_cpu_host_gets_a_cpu_plan(tmp_path):
 def test_preflight_playbook_validation_names_variable_and_file(tmp_path):
     rc, out = run_preflight(tmp_path, {"llm_tensor_parallel_size": 3})
     assert rc != 0
-    assert "llm_tensor_parallel_size (3) must be a positive integer that divides the model's 4 attention heads" in out
+    assert "llm_tensor_parallel_size (3) must be one of 1, 2, 4 for this model (4 attention heads, 2 KV heads" in out
     assert str(tmp_path / "inventory" / "group_vars" / "all" / "deployment.yml") in out
     assert "PLAY [Preflight]" not in out  # stopped in the first play, before any host was contacted
 
