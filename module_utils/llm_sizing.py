@@ -11,9 +11,12 @@ sources):
 
 * Memory basis: vLLM budgets ``torch total x gpu_memory_utilization`` where
   torch's total is nvidia-smi's ``memory.total`` minus the driver's reserved
-  memory (143771 MiB - 615 MiB on the H200 fixture).  From gpu_facts we take
-  ``used + free`` (= total - reserved); for a bare size we subtract an
-  estimated reservation of max(768 MiB, 0.5 %).
+  memory (143771 MiB - 616 MiB on the H200 fixture, 1 MiB under torch's own
+  figure).  From gpu_facts we use the XML's ``reserved`` (or total - used -
+  free from the CSV); for a bare size we subtract an estimated reservation of
+  max(768 MiB, 0.5 %).
+* Tensor parallelism: only sizes vLLM can shard evenly (heads, KV heads, MLP
+  width, 4-bit groups), see valid_tp_sizes().
 * Weights: exact tensor sizes from the architecture, per GPU after TP/PP
   sharding, each tensor rounded up to PyTorch's 512-byte granularity, plus
   one 2 MiB allocator segment per GPU (calibrated on the H200 32B load).
