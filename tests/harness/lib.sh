@@ -25,3 +25,24 @@ as_root() {
 hash_inputs() {
   sha256sum "$@" | sha256sum | cut -c1-12
 }
+
+# Test hosts run under rootful podman: systemd containers need cgroups and
+# networking that rootless podman often lacks (hybrid cgroups, no /dev/net/tun).
+# As root that is plain `podman`; otherwise a wrapper in .cache/podman/bin runs
+# `sudo podman`, put first on PATH for the test runs only.
+use_test_podman() {
+  PODMAN_WRAPPER_DIR=$CACHE_DIR/podman/bin
+  if [ "$(id -u)" -eq 0 ]; then
+    rm -rf "$PODMAN_WRAPPER_DIR"
+    return 0
+  fi
+  command -v sudo >/dev/null || die "not root and sudo is missing: the test hosts need rootful podman"
+  mkdir -p "$PODMAN_WRAPPER_DIR"
+  cat >"$PODMAN_WRAPPER_DIR/podman" <<'WRAP'
+#!/bin/sh
+# llm-onprem test runs: rootful podman through sudo.
+exec sudo -n env ${CONTAINERS_CONF:+CONTAINERS_CONF="$CONTAINERS_CONF"} podman "$@"
+WRAP
+  chmod +x "$PODMAN_WRAPPER_DIR/podman"
+  case ":$PATH:" in *":$PODMAN_WRAPPER_DIR:"*) ;; *) export PATH="$PODMAN_WRAPPER_DIR:$PATH" ;; esac
+}
