@@ -333,6 +333,9 @@ def _ids(module):
         if group:
             gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
     except KeyError as exc:
+        if module.check_mode:
+            # Check mode writes nothing; the account may be created by an earlier task of the same run.
+            return None, None
         module.fail_json(
             msg=f"owner/group {exc} does not exist on the host; create the service account first",
             error_kind="input",
