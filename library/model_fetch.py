@@ -299,7 +299,9 @@ rate_bytes_per_s:
   returned: after a fetch
   type: float
 error_kind:
-  description: Error class on failure (input, manifest, revision, not_found, unauthorized, unreachable, transfer, checksum, disk_space, busy, dependency, io).
+  description:
+    - Error class on failure
+    - One of input, manifest, revision, not_found, unauthorized, unreachable, transfer, checksum, disk_space, busy, dependency, io, source.
   returned: failure
   type: str
 """

@@ -52,7 +52,7 @@ class FetchError(Exception):
     """A fetch failure an operator can act on.
 
     ``kind`` is one of: input, manifest, revision, not_found, unauthorized,
-    unreachable, transfer, checksum, disk_space, busy, dependency, io.
+    unreachable, transfer, checksum, disk_space, busy, dependency, io, source.
     """
 
     def __init__(self, kind, message):
