@@ -79,7 +79,9 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
-        if path == "/m/manifest.json":
+        if path.startswith("/api/models/") and srv.api_json is not None:
+            data = srv.api_json
+        elif path == "/m/manifest.json":
             data = srv.manifest_bytes
         else:
             rel = path[len("/m/") :] if path.startswith("/m/") else None
@@ -100,7 +102,7 @@ class Handler(BaseHTTPRequestHandler):
             if rel in srv.truncate:
                 data = data[: srv.truncate[rel]]
         start = 0
-        if rng and not srv.ignore_range and path != "/m/manifest.json":
+        if rng and not srv.ignore_range and path != "/m/manifest.json" and not path.startswith("/api/"):
             start = int(rng.split("=", 1)[1].split("-", 1)[0])
             if start >= len(data):
                 self.send_response(416)
@@ -137,6 +139,7 @@ class Server:
         h.manifest_bytes = json.dumps(manifest or manifest_for(files)).encode()
         h.status, h.drop, h.corrupt, h.truncate = {}, {}, {}, {}
         h.ignore_range = False
+        h.api_json = None
         h.hub_prefixes = []
         h.log = []
         h.sent = 0
@@ -1180,6 +1183,84 @@ def test_hub_errors_mapped(server, store, files):
     with pytest.raises(mf.FetchError) as ei:
         mf.fetch(cfg_hub(store), hub_adapter=hub)
     assert ei.value.kind == "revision"
+
+
+def hub_api_json(files, commit=COMMIT, lfs=("weights/",)):
+    """The hub's /api/models/<repo>/revision/<rev>?blobs=true answer, for the real huggingface_hub."""
+    siblings = []
+    for p, d in sorted(files.items()):
+        sib = {"rfilename": p, "size": len(d), "blobId": git_oid(d)}
+        if p.startswith(lfs):
+            sib["blobId"] = "f" * 40
+            sib["lfs"] = {"sha256": sha(d), "size": len(d), "pointerSize": 134}
+        siblings.append(sib)
+    return json.dumps({"_id": "x", "id": "org/tiny", "modelId": "org/tiny", "sha": commit, "private": False, "siblings": siblings}).encode()
+
+
+def test_hub_source_with_real_huggingface_hub(server, store, files):
+    """Runs only where huggingface_hub is installed: the real HfApi against the local fake hub."""
+    pytest.importorskip("huggingface_hub")
+    server.httpd.api_json = hub_api_json(files)
+    server.hub_prefixes.append(f"/org/tiny/resolve/{COMMIT}/")
+    r = mf.fetch(cfg_hub(store, endpoint=server.url))
+    assert r["revision"] == COMMIT
+    published_ok(store, files, rev=COMMIT)
+    api_calls = [x for x in server.log if x["path"].startswith("/api/models/org/tiny/revision/" + COMMIT)]
+    assert api_calls and api_calls[0]["auth"] == "Bearer hf_secret"
+
+
+@pytest.mark.parametrize(
+    ("sibling", "needle"),
+    [
+        ({"rfilename": "a.bin", "size": None, "lfs": None, "blob_id": "1" * 40}, "no size"),
+        ({"rfilename": "a.bin", "size": 3, "lfs": None, "blob_id": None}, "neither an LFS sha256 nor a git blob id"),
+        ({"rfilename": "a.bin", "size": 3, "lfs": {"sha256": "xyz", "size": 3}, "blob_id": "1" * 40}, "malformed sha256"),
+        ({"rfilename": "../a.bin", "size": 3, "lfs": None, "blob_id": "1" * 40}, "traversal"),
+    ],
+)
+def test_hub_incomplete_metadata(store, sibling, needle):
+    class Hub:
+        def model_info(self, repo_id, revision):
+            return {"sha": COMMIT, "siblings": [sibling]}
+
+    with pytest.raises(mf.FetchError) as ei:
+        mf.fetch(cfg_hub(store), hub_adapter=Hub())
+    assert needle in ei.value.message
+    assert ei.value.kind in ("source", "manifest")
+
+
+def test_disk_full_during_download_keeps_staging(server, store, files, monkeypatch):
+    real = mf.transfer_file
+    calls = []
+
+    def filling_disk(source, entry, dest, progress, *args, **kwargs):
+        calls.append(entry["path"])
+        if entry["path"].startswith("weights/"):
+            with open(dest, "ab") as f:
+                f.write(b"x" * 10)
+            raise OSError(28, "No space left on device")
+        return real(source, entry, dest, progress, *args, **kwargs)
+
+    monkeypatch.setattr(mf, "transfer_file", filling_disk)
+    with pytest.raises(mf.FetchError) as ei:
+        mf.fetch(cfg_http(server, store))
+    assert ei.value.kind == "disk_space" and "staging is kept" in ei.value.message
+    assert Path(store, "tiny", ".staging-" + REV, "config.json").exists()
+    assert not Path(store, "tiny", REV).exists()
+
+
+def test_publish_failure_is_an_io_error(server, store, files, monkeypatch):
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", dst)
+
+    monkeypatch.setattr(mf.os, "rename", refuse)
+    with pytest.raises(mf.FetchError) as ei:
+        mf.fetch(cfg_http(server, store))
+    assert ei.value.kind == "io" and "Permission denied" in ei.value.message
+    monkeypatch.undo()
+    r = mf.fetch(cfg_http(server, store))  # everything was verified in staging: nothing is downloaded again
+    assert r["bytes_transferred"] == 0 and sorted(r["files_reused"]) == sorted(files)
+    published_ok(store, files)
 
 
 def test_hub_without_huggingface_hub(monkeypatch, store):
