@@ -416,6 +416,17 @@ def stamp_matches(stamp, manifest):
     return all(entry_matches(s, w) for s, w in zip(body["files"], manifest["files"], strict=True))
 
 
+def stamp_is_valid(stamp):
+    """True when a stamp parses as a manifest (whatever it describes)."""
+    if not isinstance(stamp, dict):
+        return False
+    try:
+        validate_manifest({k: v for k, v in stamp.items() if k != "verified_at"})
+    except FetchError:
+        return False
+    return True
+
+
 def fill_sha256_from_stamp(stamp, manifest):
     """Hub files pinned only by git oid take the sha256 recorded when they were verified."""
     by_path = {e["path"]: e for e in stamp["files"]}
@@ -1310,9 +1321,13 @@ def fetch(
                 )
                 return result
             result["published_problems"] = problems
+        elif stamp_is_valid(stamp):
+            # A valid stamp for other content: the source changed what this revision holds.
+            # No need to hash the old copy to know it must be replaced.
+            result["published_problems"] = ["stamp differs from the source's manifest"]
         else:
             problems = check_published(paths["published"], manifest, "full", chunk_size)
-            if not problems:  # verified copy without (or with a stale) stamp: only the stamp is missing
+            if not problems:  # complete copy without a (readable) stamp: only the stamp is missing
                 result["stamp_only"] = True
                 result["changed"] = True
                 result["manifest"] = public_manifest(manifest, name, source.describe())
@@ -1347,6 +1362,7 @@ def fetch(
     _mkdir(store, 0o755, None, None)
     _mkdir(paths["model_dir"], dir_mode, uid, gid)
     lock_fd = _lock(paths["lock"])
+    chown(paths["lock"], uid, gid)
     progress = Progress(status_path, total, len(wanted), clock=clock, uid=uid, gid=gid)
     try:
         _mkdir(paths["staging"], dir_mode, uid, gid)

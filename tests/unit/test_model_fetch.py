@@ -943,6 +943,20 @@ def test_missing_stamp_is_rewritten_after_full_check(server, store, files):
     published_ok(store, files)
 
 
+def test_changed_source_content_replaces_copy_without_rehash(server, store, files, monkeypatch):
+    mf.fetch(cfg_http(server, store))
+    new = dict(files, **{"config.json": b'{"model_type": "qwen2", "fixed": true}\n'})
+    server.files.update(new)
+    server.set_manifest(manifest_for(new))
+    hashed = []
+    real = mf.hash_file
+    monkeypatch.setattr(mf, "hash_file", lambda path, *a, **k: hashed.append(path) or real(path, *a, **k))
+    r = mf.fetch(cfg_http(server, store))
+    assert r["published_problems"] == ["stamp differs from the source's manifest"] and r["replaced_damaged_copy"]
+    assert not [p for p in hashed if "/.staging-" not in p]  # the old published copy was not re-hashed
+    published_ok(store, new)
+
+
 def test_stray_staging_files_removed_before_publish(server, store, files):
     staging = Path(store, "tiny", ".staging-" + REV)
     (staging / "old").mkdir(parents=True)
