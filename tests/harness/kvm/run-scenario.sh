@@ -77,10 +77,32 @@ finish() {
 }
 trap finish EXIT
 
+# Molecule names its working directory after the checkout's basename only,
+# so two clones called "main" (a developer's and CI's) would share it and
+# destroy each other's guest. Keep this clone's state inside the clone.
+export MOLECULE_EPHEMERAL_DIRECTORY="${MOLECULE_EPHEMERAL_DIRECTORY:-${repo_root}/.cache/molecule/${scenario}}"
+mkdir -p "${MOLECULE_EPHEMERAL_DIRECTORY}"
+
 cd "${repo_root}"
 t1="$(now)"
 molecule test -s "${scenario}" 2>&1 | tee "${log}"
 scenario_s="$(since "${t1}")"
+
+# Molecule reports a sequence step whose playbook it cannot find as
+# "Missing playbook" and carries on: never count such a run as a pass.
+if grep -q 'Missing playbook' "${log}"; then
+    say "FAILED: molecule skipped a step of ${scenario} (Missing playbook): see ${log}" >&2
+    exit 1
+fi
+for proof in 'KVM guest reboot (down and back on SSH)' \
+             'swap file on a filesystem too small for it: refused with' \
+             "hugepages the guest's RAM cannot hold: refused with" \
+             'NCCL variable name that is not NCCL_\*: refused with'; do
+    if ! grep -q "${proof}" "${log}"; then
+        say "FAILED: ${scenario} finished without '${proof}' in its output: see ${log}" >&2
+        exit 1
+    fi
+done
 
 boot_s="$(sed -n 's/.*KVM guest boot (QEMU start to SSH banner): \([0-9.]*\) s.*/\1/p' "${log}" | tail -n1)"
 accel="$(sed -n 's/.*; accelerator \([a-z]*\);.*/\1/p' "${log}" | tail -n1)"
