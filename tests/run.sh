@@ -92,7 +92,13 @@ molecule_env() {
   . "$CACHE_DIR/podman/env.sh"
 }
 
-stage_molecule() { molecule_env && molecule test -s "$1"; }
+# Molecule state lives in the clone, so two clones can test side by side.
+stage_molecule() {
+  molecule_env || return 1
+  export MOLECULE_EPHEMERAL_DIRECTORY=$CACHE_DIR/molecule/$1
+  mkdir -p "$MOLECULE_EPHEMERAL_DIRECTORY"
+  molecule test -s "$1"
+}
 
 stage_kvm() { molecule_env && "$HARNESS_DIR/kvm/run-scenario.sh"; }
 
