@@ -396,11 +396,7 @@ def entry_matches(stamped, wanted):
     for every digest the wanted entry pins (sha256, and/or git_sha1 for hub non-LFS files)."""
     if stamped["path"] != wanted["path"] or stamped["size"] != wanted["size"]:
         return False
-    if wanted.get("sha256") and stamped.get("sha256") != wanted["sha256"]:
-        return False
-    if wanted.get("git_sha1") and stamped.get("git_sha1") != wanted["git_sha1"]:
-        return False
-    return bool(wanted.get("sha256") or wanted.get("git_sha1"))
+    return digest_matches(wanted, stamped)
 
 
 def stamp_matches(stamp, manifest):
