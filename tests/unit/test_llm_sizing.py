@@ -393,6 +393,10 @@ def test_cpu_plan_tiny_config():
     kv = 2 * 2 * 2 * 64 * 2  # K and V, 2 layers, 2 KV heads, head_dim 256/4, bf16
     assert result["kv_bytes_per_token"] == kv
     assert result["kv_cache_tokens"] == 268435456 // (kv * 16) * 16
+    eager = ls.plan_cpu(model="tiny-r1", config=cfg, max_model_len=2048, max_num_seqs=8,
+                        kv_cache_memory_bytes=268435456, enforce_eager=True)
+    assert eager["vllm_args"] == result["vllm_args"] + ["--enforce-eager"]
+    assert {k: v for k, v in eager.items() if k != "vllm_args"} == {k: v for k, v in result.items() if k != "vllm_args"}
 
 
 def test_cpu_plan_defaults_and_failures():
