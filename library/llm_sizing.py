@@ -101,7 +101,9 @@ options:
     choices: [auto, gpu, cpu]
     default: auto
   enforce_eager:
-    description: The instance runs with C(--enforce-eager) (GPU - no CUDA graphs, sized accordingly; CPU - no torch.compile, faster start, no C++ compiler needed).
+    description:
+      - The instance runs with C(--enforce-eager).
+      - GPU plans have no CUDA graphs (sized accordingly); CPU plans skip torch.compile (faster start, no C++ compiler needed).
     type: bool
     default: false
   cpu_kv_cache_bytes:
