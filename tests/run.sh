@@ -107,7 +107,7 @@ podman_scenarios() {
   local dir
   for dir in molecule/*/; do
     dir=${dir%/}; dir=${dir#molecule/}
-    case "$dir" in kvm_*) ;; *) echo "$dir" ;; esac
+    case "$dir" in kvm_*|gpu_*) ;; *) echo "$dir" ;; esac
   done
 }
 

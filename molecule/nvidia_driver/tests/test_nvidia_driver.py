@@ -54,7 +54,7 @@ def test_sources_are_signed_by(host):
     if name(host) == NVIDIA:
         src = root_file(host, "/etc/apt/sources.list.d/llm-onprem-nvidia-cuda.sources").content_string
         address = (MIRROR / "address").read_text().strip()
-        assert f"URIs: http://{address}:8080/" in src
+        assert f"URIs: http://{address}:8080/\n" in src
         assert "Suites: /" in src
         assert f"Signed-By: {KEYRING}" in src
     else:
