@@ -547,7 +547,8 @@ def run_preflight(tmp_path, profile, extra_path=None, extra_vars=None, check=Fal
             "llm_weights_keep_16bit": ["lm_head"], "llm_kv_cache_dtype": "auto", "llm_tensor_parallel_size": 1,
             "llm_pipeline_parallel_size": 1, "llm_max_model_len": 2048, "llm_max_num_seqs": 8,
             "llm_max_num_batched_tokens": 0, "llm_gpu_memory_utilization": 0.9, "llm_cpu_kv_cache_bytes": 268435456,
-            "llm_model_dir_disk_path": str(tmp_path), "llm_service_api_key": "unit-test-key-" + "0" * 30}
+            "llm_model_dir_disk_path": str(tmp_path), "llm_service_api_key": "unit-test-key-" + "0" * 30,
+            "gateway_api_keys": ["unit-test-client-key-" + "1" * 30]}
     base.update(profile)
     (inv / "group_vars" / "all" / "deployment.yml").write_text(json.dumps(base))
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
