@@ -1,5 +1,13 @@
 # llm-onprem: the two commands are `make demo` and `make test` (see README.md).
-.PHONY: test lint unit molecule kvm
+.PHONY: demo demo-clean test lint unit molecule kvm
+
+# The whole pipeline against a disposable local test host (a podman container),
+# ending with a working OpenAI-compatible endpoint; prints a curl command.
+demo:
+	bin/llm-onprem-demo
+
+demo-clean:
+	bin/llm-onprem-demo clean
 
 # Everything CI runs: installs what is missing, then lint, unit tests, syntax,
 # every molecule scenario and the KVM scenario, with a timing summary.
