@@ -14,7 +14,7 @@ description:
   - Reads the source checkpoint's safetensors headers (no torch needed), finds its Linear layers and
     checks the ignore list against them. Entries are leaf names (C(lm_head), C(q_proj)), full module
     names or C(re:<regex>). A name that matches no layer, or a fused group kept only in part
-    (q/k/v, gate/up: vLLM refuses mixed schemes), is an error that lists the valid names.
+    (q/k/v, gate/up; vLLM refuses mixed schemes), is an error that lists the valid names.
   - Computes the canonical recipe (scheme, method, group size, ignore list, pipeline, calibration file
     digest, source checkpoint digest) and its sha256; the output directory is
     C(<store>/<name>/<first 12 hex>). O(published) is true when that directory carries a stamp with
