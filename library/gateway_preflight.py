@@ -8,36 +8,18 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: gateway_preflight
-short_description: Check the gateway's port and firewall networks before anything changes
+short_description: Check the gateway's firewall networks and the play's SSH address before anything changes
 description:
-  - Reads the listening TCP sockets with C(ss -H -ltnp) (argv, C(LC_ALL=C)) and fails
-    when another program than nginx listens on the gateway's port at an overlapping address.
   - Checks each list of networks in O(networks) (CIDR notation, IPv4 or IPv6) and returns
     them split into IPv4 and IPv6 lists for the nftables ruleset.
   - With O(ssh_client), fails unless that address is inside the networks named by
     O(ssh_networks_variable), so the firewall cannot lock the running play out.
-  - Read-only; it never changes the host. The logic lives in C(module_utils/gateway.py).
+  - Only checks its arguments; it never changes the host. The logic lives in C(module_utils/gateway.py).
+  - Whether the gateway's port is free is the C(listen_port) module's check.
 version_added: "1.0.0"
 author:
   - llm-onprem contributors
 options:
-  port:
-    description: TCP port the gateway will listen on.
-    type: int
-    required: true
-  listen_address:
-    description: Address the gateway will listen on (C(0.0.0.0) for every IPv4 address).
-    type: str
-    default: 0.0.0.0
-  owners:
-    description: Program names whose listeners on the port are the gateway itself (not a conflict).
-    type: list
-    elements: str
-    default: [nginx]
-  port_variable:
-    description: Variable name the port error message tells the operator to change.
-    type: str
-    default: gateway_port
   networks:
     description: Lists of networks to check, keyed by the variable name used in error messages.
     type: dict
@@ -60,10 +42,8 @@ attributes:
 """
 
 EXAMPLES = r"""
-- name: Check the port and the networks before any change
+- name: Check the networks before any change
   gateway_preflight:
-    port: 443
-    listen_address: 0.0.0.0
     networks:
       gateway_allowed_networks: [10.0.0.0/8, "fd00::/8"]
       gateway_ssh_allowed_networks: [10.1.0.0/16]
@@ -77,37 +57,15 @@ networks:
   returned: always
   type: dict
   sample: {"gateway_allowed_networks": {"ipv4": ["10.0.0.0/8"], "ipv6": ["fd00::/8"]}}
-listeners:
-  description: Listeners on O(port) (address, port, processes with name and pid), the gateway's own included.
-  returned: always
-  type: list
-  elements: dict
-conflicts:
-  description: Listeners on O(port) owned by other programs (the task fails when there are any).
-  returned: always
-  type: list
-  elements: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.gateway import (
-    address_allowed,
-    describe_conflicts,
-    parse_networks,
-    parse_ss_listeners,
-    port_conflicts,
-)
-
-C_LOCALE = {"LC_ALL": "C", "LANG": "C"}
+from ansible.module_utils.gateway import address_allowed, parse_networks
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "port": {"type": "int", "required": True},
-            "listen_address": {"type": "str", "default": "0.0.0.0"},
-            "owners": {"type": "list", "elements": "str", "default": ["nginx"]},
-            "port_variable": {"type": "str", "default": "gateway_port"},
             "networks": {"type": "dict", "default": {}},
             "ssh_client": {"type": "str", "default": ""},
             "ssh_networks_variable": {"type": "str", "default": "gateway_ssh_allowed_networks"},
@@ -115,7 +73,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    result = {"changed": False, "networks": {}, "listeners": [], "conflicts": []}
+    result = {"changed": False, "networks": {}}
 
     problems = []
     for name, items in sorted(p["networks"].items()):
@@ -134,19 +92,6 @@ def main():
                      f"would lock Ansible out. Add the admin network to {p['ssh_networks_variable']}. "
                      "Nothing was changed."), **result)
 
-    ss = module.get_bin_path("ss", required=True)
-    rc, out, err = module.run_command([ss, "-H", "-ltnp"], environ_update=C_LOCALE, check_rc=False)
-    if rc != 0:
-        module.fail_json(msg="Cannot list the listening sockets with ss -H -ltnp (iproute2).", rc=rc,
-                         stdout=out, stderr=err, **result)
-    listeners = parse_ss_listeners(out)
-    result["listeners"] = [item for item in listeners if item["port"] == p["port"]]
-    result["conflicts"] = port_conflicts(listeners, p["port"], p["listen_address"], p["owners"])
-    if result["conflicts"]:
-        module.fail_json(
-            msg=(f"Port {p['port']} on {p['listen_address']} is already in use by another program: "
-                 f"{describe_conflicts(result['conflicts'])}. Stop that program or choose another "
-                 f"{p['port_variable']}. Nothing was changed."), **result)
     module.exit_json(**result)
 
 

@@ -12,7 +12,9 @@ import re
 
 # users:(("python3",pid=2402,fd=3),("nginx",pid=77,fd=6))
 _PROCESS = re.compile(r'\("((?:[^"\\]|\\.)*)",pid=(\d+),fd=(\d+)\)')
-WILDCARDS = frozenset({"*", "0.0.0.0", "::"})
+# '::ffff:0.0.0.0' is an IPv6 socket bound to every IPv4 address (ss prints it so).
+WILDCARDS = frozenset({"*", "0.0.0.0", "::", "::ffff:0.0.0.0"})
+_MAPPED = re.compile(r"^::ffff:(\d+\.\d+\.\d+\.\d+)$", re.IGNORECASE)
 
 
 def split_address(local):
@@ -39,7 +41,12 @@ def parse_ss(text):
 
 
 def overlaps(a, b):
-    """Would binding one of these addresses collide with the other on the same port?"""
+    """Would binding one of these addresses collide with the other on the same port?
+
+    An IPv4-mapped IPv6 address ('::ffff:127.0.0.1') is its IPv4 address: Linux
+    refuses a bind to 127.0.0.1 while an IPv6 socket holds '::ffff:127.0.0.1'.
+    """
+    a, b = _MAPPED.sub(r"\1", a), _MAPPED.sub(r"\1", b)
     return a == b or a in WILDCARDS or b in WILDCARDS
 
 

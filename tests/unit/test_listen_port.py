@@ -72,6 +72,11 @@ def test_parse_ss_rows_and_processes():
     ("*", "::1", True),
     ("127.0.0.1", "::1", False),
     ("127.0.0.1", "10.0.0.5", False),
+    # IPv4-mapped IPv6 sockets: '::ffff:0.0.0.0' holds every IPv4 address.
+    ("::ffff:0.0.0.0", "10.0.0.5", True),
+    ("0.0.0.0", "::ffff:127.0.0.1", True),
+    ("::ffff:127.0.0.1", "127.0.0.1", True),
+    ("::ffff:127.0.0.1", "10.0.0.5", False),
 ])
 def test_overlaps(a, b, expected):
     assert lp.overlaps(a, b) is expected
@@ -112,6 +117,27 @@ def test_port_owners_and_conflicts(port, address, allowed, owners, conflicting):
     found = lp.port_owners(lp.parse_ss(SS), port, address, CGROUPS.get)
     assert [o["pid"] for o in found] == owners
     assert [o["pid"] for o in lp.conflicts(found, allowed)] == conflicting
+
+
+# Real ss lines (Debian 12) for IPv6 sockets bound to IPv4-mapped addresses.
+SS_MAPPED = """\
+LISTEN 0      128      [::ffff:0.0.0.0]:443         *:* users:(("python3",pid=4242,fd=3))
+LISTEN 0      128    [::ffff:127.0.0.1]:8000        *:* users:(("python3",pid=4243,fd=4))
+"""
+
+
+@pytest.mark.parametrize("port, address, owners", [
+    (443, "0.0.0.0", [4242]),
+    (443, "10.0.0.5", [4242]),
+    (8000, "127.0.0.1", [4243]),
+    (8000, "10.0.0.5", []),
+])
+def test_ipv4_mapped_listeners(port, address, owners):
+    rows = lp.parse_ss(SS_MAPPED)
+    assert [r["address"] for r in rows] == ["::ffff:0.0.0.0", "::ffff:127.0.0.1"]
+    found = lp.port_owners(rows, port, address, lambda pid: None)
+    assert [o["pid"] for o in found] == owners
+    assert lp.conflicts(found, ["nginx.service"]) == found
 
 
 def test_owner_whose_process_is_gone_is_a_conflict():
