@@ -77,13 +77,14 @@ def _calibration_dataset(job):
 
 
 def _run_oneshot(job, scheme):
-    import torch
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device_map = "cuda:0" if job["device"] == "gpu" else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(job["source"], dtype="auto", device_map=device_map)
+    # Loaded into host memory, as llm-compressor's examples do: on a GPU host
+    # oneshot's sequential pipeline moves one layer at a time to the GPU, so
+    # the GPU need not hold the whole 16-bit model.
+    model = AutoModelForCausalLM.from_pretrained(job["source"], dtype="auto")
     tokenizer = AutoTokenizer.from_pretrained(job["source"])
     groups = {"group_0": scheme}
     kwargs = {}
@@ -98,8 +99,7 @@ def _run_oneshot(job, scheme):
         _log(f"GPTQ with {samples} calibration samples")
     else:
         recipe = QuantizationModifier(config_groups=groups, ignore=job["ignore"])
-    with torch.no_grad():
-        oneshot(model=model, tokenizer=tokenizer, recipe=recipe, **kwargs)
+    oneshot(model=model, tokenizer=tokenizer, recipe=recipe, **kwargs)
     model.save_pretrained(job["staging"], save_compressed=True)
     tokenizer.save_pretrained(job["staging"])
 
@@ -133,7 +133,7 @@ def _generate(job):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device_map = "cuda:0" if job["device"] == "gpu" else "cpu"
+    device_map = "auto" if job["device"] == "gpu" else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(job["staging"])
     model = AutoModelForCausalLM.from_pretrained(job["staging"], dtype="auto", device_map=device_map)
     messages = [{"role": "user", "content": job["prompt"]}]
