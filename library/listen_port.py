@@ -11,7 +11,7 @@ description:
     systemd unit each process belongs to (from C(/proc/PID/cgroup)).
   - Listeners that belong to one of I(allowed_units) (the units the calling role manages)
     are not conflicts. Everything else is, including a listener C(ss) cannot attribute.
-  - Read-only; never fails because of a conflict: the calling role asserts on C(conflicts)
+  - Read-only; never fails because of a conflict; the calling role asserts on C(conflicts)
     and names the variable to change.
 version_added: "1.0.0"
 author: llm-onprem maintainers
