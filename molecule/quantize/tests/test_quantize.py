@@ -132,3 +132,22 @@ def test_no_leftovers(host):
 def test_worker_installed_root_owned(host):
     f = host.file("/opt/llm-onprem/libexec/quantize_worker.py")
     assert f.user == "root" and f.mode == 0o755
+
+
+def test_source_model_arrived_over_http_resumed_and_refetched(host):
+    """prepare.yml's fetch: the dropped transfer resumed with Range, the corrupted file fetched again."""
+    log = [json.loads(line) for line in host.file("/srv/requests.log").content_string.splitlines()]
+    weights = [r["range"] for r in log if r["path"] == "/tiny/r1/model.safetensors"]
+    assert weights[0] is None
+    assert "bytes=1000000-" in weights[1:], weights
+    assert len([r for r in log if r["path"] == "/tiny/r1/tokenizer.json"]) == 2
+    faults = json.loads(host.file("/srv/faults.json").content_string)
+    assert faults["drop"]["/tiny/r1/model.safetensors"]["times"] == 0
+    assert faults["corrupt"]["/tiny/r1/tokenizer.json"] == 0
+    manifest = json.loads(host.file("/srv/artifacts/tiny/r1/manifest.json").content_string)
+    assert len(manifest["files"]) == 6
+    assert host.file(f"{STORE}/tiny/current").linked_to == f"{STORE}/tiny/r1"
+    for entry in manifest["files"]:
+        published = host.file(f"{STORE}/tiny/r1/{entry['path']}")
+        assert published.size == entry["size"]
+        assert published.sha256sum == entry["sha256"], entry["path"]
