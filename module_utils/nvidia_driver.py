@@ -220,19 +220,27 @@ def build_wanted(packages, pin_globs, pattern, label, exact=None, extra=None):
     return wanted
 
 
+def _known_packages(policy, wanted, problems):
+    """Yield (name, pattern, label, policy entry) of each wanted package apt knows.
+
+    A package no configured source has is added to problems instead.
+    """
+    for item in wanted:
+        name, pattern = item["name"], item.get("pattern") or ""
+        info = policy.get(name)
+        if info is None:
+            problems.append(f"{name}: no configured apt source has this package")
+            continue
+        yield name, pattern, item.get("label") or pattern or "any version", info
+
+
 def check_offered(policy, wanted):
     """Before the pin file is written: does some configured source offer each wanted version?
 
     Returns a list of problem sentences (empty: every package has a matching version).
     """
     problems = []
-    for item in wanted:
-        name, pattern = item["name"], item.get("pattern") or ""
-        label = item.get("label") or pattern or "any version"
-        info = policy.get(name)
-        if info is None:
-            problems.append(f"{name}: no configured apt source has this package")
-            continue
+    for name, pattern, label, info in _known_packages(policy, wanted, problems):
         offered = [v["version"] for v in info["versions"]
                    if any(src != "/var/lib/dpkg/status" for src in v["sources"])
                    or v["version"] == info.get("installed")]
@@ -254,13 +262,7 @@ def check_candidates(policy, wanted):
     """
     chosen = {}
     problems = []
-    for item in wanted:
-        name, pattern = item["name"], item.get("pattern") or ""
-        label = item.get("label") or pattern or "any version"
-        info = policy.get(name)
-        if info is None:
-            problems.append(f"{name}: no configured apt source has this package")
-            continue
+    for name, pattern, label, info in _known_packages(policy, wanted, problems):
         offered = [v["version"] for v in info["versions"]] or []
         offered_text = ", ".join(offered) if offered else "nothing"
         candidate = info.get("candidate")
