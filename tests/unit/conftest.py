@@ -12,7 +12,10 @@
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,6 +30,9 @@ LOCAL_GPU = Path(__file__).resolve().parent / "fixtures" / "gpu"
 if str(MODULE_UTILS) not in sys.path:
     sys.path.insert(0, str(MODULE_UTILS))
 
+# The ansible command beside this python (the project venv's).
+ANSIBLE = str(Path(sys.executable).with_name("ansible"))
+
 _RC_RE = re.compile(r"^# rc=(-?\d+)\s*$", re.MULTILINE)
 
 
@@ -38,6 +44,27 @@ def register_module_utils():
         mod = importlib.import_module(name)
         sys.modules["ansible.module_utils." + name] = mod
         setattr(amu, name, mod)
+
+
+def run_ansible_module(tmp_path, module, args, *extra):
+    """Run a library/ module on localhost through ansible's own runner: (rc, task result).
+
+    The project's ansible.cfg gives the module and module_utils paths; extra
+    are more ansible arguments (``--check``, ``--diff``).
+    """
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
+        ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.json",
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "atmp"),
+        ANSIBLE_REMOTE_TEMP=str(tmp_path / "rtmp"),
+    )
+    cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local", "-m", module, "-a", json.dumps(args),
+           "-e", f"ansible_python_interpreter={sys.executable}", *extra]
+    p = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    return p.returncode, json.loads(p.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
 def read_capture(path):

@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
-import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import ANSIBLE, run_ansible_module
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "module_utils"))
@@ -1331,70 +1330,25 @@ def test_token_not_sent_to_other_host_on_redirect():
 # --------------------------------------------------------------------------
 
 
-ANSIBLE = shutil.which("ansible") or os.path.join(os.path.dirname(sys.executable), "ansible")
-
-
 @pytest.mark.skipif(not os.path.exists(ANSIBLE), reason="ansible is not installed in this environment")
 def test_ansible_module_check_then_fetch(server, store, files, tmp_path):
-    args = json.dumps(
-        {
-            "name": "tiny",
-            "revision": REV,
-            "source": "http",
-            "store": store,
-            "manifest_url": server.url + "/m/manifest.json",
-            "free_space_margin": 0,
-            "mode": "0644",
-        }
-    )
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.json",
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "atmp"),
-        ANSIBLE_REMOTE_TEMP=str(tmp_path / "rtmp"),
-    )
-    base = [
-        ANSIBLE,
-        "localhost",
-        "-i",
-        "localhost,",
-        "-c",
-        "local",
-        "-m",
-        "model_fetch",
-        "-a",
-        args,
-        "-e",
-        f"ansible_python_interpreter={sys.executable}",
-    ]
-
-    def run(*extra):
-        p = subprocess.run(
-            base + list(extra),
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        out = json.loads(p.stdout)
-        return p.returncode, out["plays"][0]["tasks"][0]["hosts"]["localhost"]
-
-    rc, res = run("--check", "--diff")
+    args = {
+        "name": "tiny",
+        "revision": REV,
+        "source": "http",
+        "store": store,
+        "manifest_url": server.url + "/m/manifest.json",
+        "free_space_margin": 0,
+        "mode": "0644",
+    }
+    rc, res = run_ansible_module(tmp_path, "model_fetch", args, "--check", "--diff")
     assert rc == 0 and res["changed"] and not os.path.exists(store)
     assert "absent" in res["diff"][0]["before"] if isinstance(res["diff"], list) else res["diff"]["before"]
-    rc, res = run()
+    rc, res = run_ansible_module(tmp_path, "model_fetch", args)
     assert rc == 0 and res["changed"] and res["bytes_transferred"] == sum(len(d) for d in files.values())
     published_ok(store, files)
-    rc, res = run()
+    rc, res = run_ansible_module(tmp_path, "model_fetch", args)
     assert rc == 0 and not res["changed"] and res["skipped"]
     server.status["/m/manifest.json"] = 404
-    bad = base[:]
-    bad[bad.index("-a") + 1] = json.dumps(dict(json.loads(args), revision="v2"))
-    p = subprocess.run(bad, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    res = json.loads(p.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    assert p.returncode != 0 and res["failed"] and res["error_kind"] == "not_found"
+    rc, res = run_ansible_module(tmp_path, "model_fetch", dict(args, revision="v2"))
+    assert rc != 0 and res["failed"] and res["error_kind"] == "not_found"

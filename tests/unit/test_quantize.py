@@ -12,10 +12,9 @@ import json
 import os
 import pwd
 import struct
-import subprocess
-import sys
 
 import pytest
+from conftest import ANSIBLE, run_ansible_module
 
 import quantize as q
 
@@ -497,48 +496,28 @@ def test_published_outputs_lists_only_stamped_directories(tmp_path):
 # The two modules, run by ansible on localhost
 # --------------------------------------------------------------------------
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
-ANSIBLE = str(__import__("pathlib").Path(sys.executable).with_name("ansible"))
-
-
-def run_module(tmp_path, module, args, *extra):
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.json",
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "atmp"),
-        ANSIBLE_REMOTE_TEMP=str(tmp_path / "rtmp"),
-    )
-    cmd = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local", "-m", module, "-a", json.dumps(args),
-           "-e", f"ansible_python_interpreter={sys.executable}", *extra]
-    p = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    return p.returncode, json.loads(p.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-
-
 @pytest.mark.skipif(not os.path.exists(ANSIBLE), reason="ansible is not installed beside this python")
 def test_modules_plan_publish_and_refuse(tmp_path):
     publish_source(tmp_path)
     user = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
     args = {"name": "tiny-w4a16", "source": "tiny", "store": str(tmp_path / "store")}
-    rc, plan = run_module(tmp_path, "quantize_plan", args, "--check")
+    rc, plan = run_ansible_module(tmp_path, "quantize_plan", args, "--check")
     assert rc == 0 and not plan["changed"] and not plan["published"] and plan["ignore"] == ["lm_head"]
     pub = dict(args, owner=user, group=group)
-    rc, res = run_module(tmp_path, "quantize_publish", pub, "--check", "--diff")
+    rc, res = run_ansible_module(tmp_path, "quantize_publish", pub, "--check", "--diff")
     assert rc == 0 and res["changed"] and not os.path.exists(plan["published_path"])
-    rc, res = run_module(tmp_path, "quantize_publish", pub)
+    rc, res = run_ansible_module(tmp_path, "quantize_publish", pub)
     assert rc != 0 and res["error_kind"] == "publish" and "report" in res["msg"]
     os.makedirs(plan["paths"]["model_dir"])  # the role creates it before the worker runs
     write_output(tmp_path / "stage", {"lm_head"}, ["lm_head"])
     os.rename(tmp_path / "stage", plan["paths"]["staging"])
     with open(plan["paths"]["report"], "w") as f:
         json.dump(REPORT, f)
-    rc, res = run_module(tmp_path, "quantize_publish", pub)
+    rc, res = run_ansible_module(tmp_path, "quantize_publish", pub)
     assert rc == 0 and res["changed"] and res["stamp"]["recipe_hash"] == plan["recipe_hash"]
     assert os.path.isdir(plan["published_path"]) and not os.path.exists(plan["paths"]["report"])
-    rc, res = run_module(tmp_path, "quantize_publish", pub)
+    rc, res = run_ansible_module(tmp_path, "quantize_publish", pub)
     assert rc == 0 and not res["changed"]
-    rc, res = run_module(tmp_path, "quantize_plan", dict(args, ignore=["lm_head", "q_proj"]))
+    rc, res = run_ansible_module(tmp_path, "quantize_plan", dict(args, ignore=["lm_head", "q_proj"]))
     assert rc != 0 and res["error_kind"] == "fused" and res["msg"].startswith("tiny-w4a16: q_proj/k_proj/v_proj")
