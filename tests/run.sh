@@ -6,6 +6,10 @@
 # for every inventory, every molecule scenario on podman, the KVM scenario.
 # Each stage's output goes to build/logs/<stage>.log and to the terminal; a
 # failed stage does not stop the test stages after it, but set-up stages do.
+# The molecule scenarios and the KVM scenario run in LLM_ONPREM_TEST_LANES
+# lanes side by side (default 2: much of a scenario's time is waiting on
+# podman exec and package downloads, not CPU); each lane runs its stages one
+# after another, and their logs are printed whole, in order, when all are done.
 # Ends with a timing summary and "stages: N passed, N failed".
 #
 # Usage: tests/run.sh [stage ...]   (default: all; e.g. tests/run.sh lint unit)
@@ -42,6 +46,67 @@ run_stage() {
       exit 1
     fi
   fi
+}
+
+# Expected minutes of each scenario on a 2-core machine (measured), for
+# spreading them over the lanes; longest first, each to the least loaded lane.
+stage_weight() {
+  case "$1" in
+    molecule-llm_service) echo 20 ;; molecule-llm_runtime) echo 17 ;; kvm) echo 13 ;;
+    molecule-quantize) echo 12 ;; molecule-gateway|molecule-nvidia_driver) echo 5 ;;
+    molecule-model_store) echo 4 ;; molecule-host_tuning) echo 3 ;; molecule-preflight) echo 2 ;;
+    *) echo 5 ;;
+  esac
+}
+
+stage_command() {
+  case "$1" in
+    kvm) echo stage_kvm ;;
+    molecule-*) echo "stage_molecule ${1#molecule-}" ;;
+  esac
+}
+
+# run_lanes STAGE...: the stages in lanes side by side; results as run_stage's.
+run_lanes() {
+  local lanes=${LLM_ONPREM_TEST_LANES:-2} dir="$LOG_DIR/lanes" i stage best
+  local -a load=() plan=() pids=()
+  [ "$lanes" -ge 1 ] 2>/dev/null || die "LLM_ONPREM_TEST_LANES must be a whole number >= 1, not '$lanes'"
+  rm -rf "$dir"; mkdir -p "$dir"
+  for ((i = 0; i < lanes; i++)); do load[i]=0; plan[i]=""; done
+  for stage in $(for stage in "$@"; do echo "$(stage_weight "$stage") $stage"; done | sort -rn -s -k1,1 | cut -d' ' -f2); do
+    best=0
+    for ((i = 1; i < lanes; i++)); do [ "${load[i]}" -lt "${load[best]}" ] && best=$i; done
+    load[best]=$(( load[best] + $(stage_weight "$stage") ))
+    plan[best]="${plan[best]} $stage"
+  done
+  for ((i = 0; i < lanes; i++)); do
+    [ -n "${plan[i]}" ] || continue
+    printf '\n===== lane %d:%s =====\n' "$i" "${plan[i]}"
+    (
+      for stage in ${plan[i]}; do
+        start=$(date +%s)
+        printf '[lane %d] %s started\n' "$i" "$stage"
+        # shellcheck disable=SC2046
+        $(stage_command "$stage") >"$LOG_DIR/$stage.log" 2>&1
+        rc=$?
+        printf '%s %s %s\n' "$stage" "$(( $(date +%s) - start ))" "$rc" >"$dir/$stage.result"
+        printf '[lane %d] %s finished: rc %s after %ss\n' "$i" "$stage" "$rc" "$(( $(date +%s) - start ))"
+      done
+    ) &
+    pids+=("$!")
+  done
+  wait "${pids[@]}"
+  for stage in "$@"; do
+    local took=0 rc=1
+    [ -f "$dir/$stage.result" ] && read -r _ took rc <"$dir/$stage.result"
+    printf '\n===== stage %s =====\n' "$stage"
+    cat "$LOG_DIR/$stage.log" 2>/dev/null
+    if [ "$rc" -eq 0 ]; then
+      passed=$((passed + 1)); SUMMARY+=("$(printf '%-28s %6ss  ok' "$stage" "$took")")
+    else
+      failed=$((failed + 1)); SUMMARY+=("$(printf '%-28s %6ss  FAILED (rc=%s, log build/logs/%s.log)' "$stage" "$took" "$rc" "$stage")")
+    fi
+  done
 }
 
 summary() {
@@ -112,7 +177,7 @@ podman_scenarios() {
 }
 
 main() {
-  local wanted=("$@")
+  local wanted=("$@") parallel=()
   [ "${#wanted[@]}" -eq 0 ] && wanted=(setup image podman lint unit syntax molecule kvm)
   for stage in "${wanted[@]}"; do
     case "$stage" in
@@ -122,18 +187,21 @@ main() {
       lint) run_stage lint optional stage_lint ;;
       unit) run_stage unit optional stage_unit ;;
       syntax) run_stage syntax optional stage_syntax ;;
+      # Scenarios are collected and run in lanes after the other stages.
       molecule)
-        for scenario in $(podman_scenarios); do
-          run_stage "molecule-$scenario" optional stage_molecule "$scenario"
-        done ;;
-      molecule-*) run_stage "$stage" optional stage_molecule "${stage#molecule-}" ;;
-      kvm) run_stage kvm optional stage_kvm ;;
+        for scenario in $(podman_scenarios); do parallel+=("molecule-$scenario"); done ;;
+      molecule-*|kvm) parallel+=("$stage") ;;
       *) die "unknown stage '$stage' (setup image podman lint unit syntax molecule molecule-<scenario> kvm)" ;;
     esac
     # Later stages use the tools set-up installed.
     [ "$stage" = setup ] && export PATH="$VENV/bin:$PATH"
   done
   export PATH="$VENV/bin:$PATH"
+  if [ "${#parallel[@]}" -eq 1 ]; then
+    run_stage "${parallel[0]}" optional $(stage_command "${parallel[0]}")
+  elif [ "${#parallel[@]}" -gt 1 ]; then
+    run_lanes "${parallel[@]}"
+  fi
   summary
   [ "$failed" -eq 0 ]
 }

@@ -20,6 +20,12 @@ fixture=$PROJECT_ROOT/tests/fixtures/tiny_model
 venv=$CACHE_DIR/fixture-venv
 want=$(hash_inputs "$fixture/requirements.txt")
 
+# One builder at a time per clone (scenarios run side by side in `make test`);
+# a second caller waits, then finds the venv and the model ready.
+mkdir -p "$CACHE_DIR"
+exec 9>"$CACHE_DIR/.tiny-model.lock"
+flock 9
+
 if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements-hash" 2>/dev/null)" = "$want" ]; then
   log "fixture virtualenv $venv is up to date"
 else
