@@ -27,6 +27,15 @@ declare -a SUMMARY=()
 passed=0
 failed=0
 
+# record_result NAME SECONDS RC: count the stage and add its summary line.
+record_result() {
+  if [ "$3" -eq 0 ]; then
+    passed=$((passed + 1)); SUMMARY+=("$(printf '%-28s %6ss  ok' "$1" "$2")")
+  else
+    failed=$((failed + 1)); SUMMARY+=("$(printf '%-28s %6ss  FAILED (rc=%s, log build/logs/%s.log)' "$1" "$2" "$3" "$1")")
+  fi
+}
+
 # run_stage NAME REQUIRED COMMAND...: time a stage, log it, record the result.
 run_stage() {
   local name=$1 required=$2
@@ -36,15 +45,10 @@ run_stage() {
   start=$(date +%s)
   "$@" 2>&1 | tee "$LOG_DIR/$name.log"
   rc=${PIPESTATUS[0]}
-  local took=$(( $(date +%s) - start ))
-  if [ "$rc" -eq 0 ]; then
-    passed=$((passed + 1)); SUMMARY+=("$(printf '%-28s %6ss  ok' "$name" "$took")")
-  else
-    failed=$((failed + 1)); SUMMARY+=("$(printf '%-28s %6ss  FAILED (rc=%s, log build/logs/%s.log)' "$name" "$took" "$rc" "$name")")
-    if [ "$required" = required ]; then
-      summary
-      exit 1
-    fi
+  record_result "$name" "$(( $(date +%s) - start ))" "$rc"
+  if [ "$rc" -ne 0 ] && [ "$required" = required ]; then
+    summary
+    exit 1
   fi
 }
 
@@ -101,11 +105,7 @@ run_lanes() {
     [ -f "$dir/$stage.result" ] && read -r _ took rc <"$dir/$stage.result"
     printf '\n===== stage %s =====\n' "$stage"
     cat "$LOG_DIR/$stage.log" 2>/dev/null
-    if [ "$rc" -eq 0 ]; then
-      passed=$((passed + 1)); SUMMARY+=("$(printf '%-28s %6ss  ok' "$stage" "$took")")
-    else
-      failed=$((failed + 1)); SUMMARY+=("$(printf '%-28s %6ss  FAILED (rc=%s, log build/logs/%s.log)' "$stage" "$took" "$rc" "$stage")")
-    fi
+    record_result "$stage" "$took" "$rc"
   done
 }
 

@@ -1332,15 +1332,7 @@ def test_token_not_sent_to_other_host_on_redirect():
 
 @pytest.mark.skipif(not os.path.exists(ANSIBLE), reason="ansible is not installed in this environment")
 def test_ansible_module_check_then_fetch(server, store, files, tmp_path):
-    args = {
-        "name": "tiny",
-        "revision": REV,
-        "source": "http",
-        "store": store,
-        "manifest_url": server.url + "/m/manifest.json",
-        "free_space_margin": 0,
-        "mode": "0644",
-    }
+    args = cfg_http(server, store, mode="0644")
     rc, res = run_ansible_module(tmp_path, "model_fetch", args, "--check", "--diff")
     assert rc == 0 and res["changed"] and not os.path.exists(store)
     assert "absent" in res["diff"][0]["before"] if isinstance(res["diff"], list) else res["diff"]["before"]
