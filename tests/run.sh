@@ -109,9 +109,18 @@ run_lanes() {
   done
 }
 
+# CI stops a run after 90 minutes; the suite aims at well under it.
+BUDGET_S=${LLM_ONPREM_TEST_BUDGET_S:-5400}
+TARGET_S=${LLM_ONPREM_TEST_TARGET_S:-3000}
+SUITE_START=$(date +%s)
+
 summary() {
+  local took=$(( $(date +%s) - SUITE_START ))
   printf '\n===== timing summary =====\n'
   printf '%s\n' "${SUMMARY[@]}"
+  printf '%-28s %6ss  (wall clock, lanes side by side)\n' total "$took"
+  printf 'budget: %dm%02ds of %dm (%d%%); target under %dm: %s\n' $((took / 60)) $((took % 60)) $((BUDGET_S / 60)) \
+    $((took * 100 / BUDGET_S)) $((TARGET_S / 60)) "$([ "$took" -lt "$TARGET_S" ] && echo met || echo MISSED)"
   printf 'stages: %d passed, %d failed\n' "$passed" "$failed"
 }
 
@@ -158,8 +167,16 @@ molecule_env() {
 }
 
 # Molecule state lives in the clone, so two clones can test side by side.
+# A scenario whose subject is a later pipeline step names, in
+# molecule/<scenario>/stage, the cached stage image it starts from
+# (tests/harness/stage-image.sh builds it once per input hash and reuses it);
+# molecule.yml reads it as ${LLM_ONPREM_STAGE_IMAGE}.
 stage_molecule() {
   molecule_env || return 1
+  if [ -f "molecule/$1/stage" ]; then
+    LLM_ONPREM_STAGE_IMAGE=$("$HARNESS_DIR/stage-image.sh" "$(cat "molecule/$1/stage")") || return 1
+    export LLM_ONPREM_STAGE_IMAGE
+  fi
   export MOLECULE_EPHEMERAL_DIRECTORY=$CACHE_DIR/molecule/$1
   mkdir -p "$MOLECULE_EPHEMERAL_DIRECTORY"
   molecule test -s "$1"

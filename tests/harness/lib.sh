@@ -4,7 +4,9 @@
 HARNESS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PROJECT_ROOT=$(cd "$HARNESS_DIR/../.." && pwd)
 CACHE_DIR=${LLM_ONPREM_CACHE:-$PROJECT_ROOT/.cache}
-export HARNESS_DIR PROJECT_ROOT CACHE_DIR
+# The same per-clone cache under a project name, for playbooks and molecule.yml.
+LLM_ONPREM_CACHE_DIR=$CACHE_DIR
+export HARNESS_DIR PROJECT_ROOT CACHE_DIR LLM_ONPREM_CACHE_DIR
 mkdir -p "$CACHE_DIR"
 
 log() { printf '[harness] %s\n' "$*" >&2; }
@@ -45,4 +47,17 @@ exec sudo -n env ${CONTAINERS_CONF:+CONTAINERS_CONF="$CONTAINERS_CONF"} podman "
 WRAP
   chmod +x "$PODMAN_WRAPPER_DIR/podman"
   case ":$PATH:" in *":$PODMAN_WRAPPER_DIR:"*) ;; *) export PATH="$PODMAN_WRAPPER_DIR:$PATH" ;; esac
+}
+
+# pip's download and wheel cache, shared by every test host of this clone
+# (bind-mounted at root's pip cache), so two hosts never download the same
+# wheel. pip writes its cache entries atomically, so lanes side by side are
+# safe. apt's archive is not shared: apt-get fails at once, rather than
+# waiting, when another host holds the archive's lock.
+PIP_CACHE_MOUNT=$CACHE_DIR/pip:/root/.cache/pip
+LLM_ONPREM_PIP_CACHE_MOUNT=$PIP_CACHE_MOUNT
+export LLM_ONPREM_PIP_CACHE_MOUNT
+cache_volume_args() {
+  mkdir -p "$CACHE_DIR/pip"
+  printf -- '--volume %s\n' "$PIP_CACHE_MOUNT"
 }
