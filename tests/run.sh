@@ -52,13 +52,15 @@ run_stage() {
   fi
 }
 
-# Expected minutes of each scenario on a 2-core machine (measured), for
-# spreading them over the lanes; longest first, each to the least loaded lane.
+# Expected minutes of each scenario on a 2-core machine with two lanes
+# (measured; llm_service includes building the serve stage image when it is
+# not cached), for spreading them over the lanes: longest first, each to the
+# least loaded lane.
 stage_weight() {
   case "$1" in
-    molecule-llm_service) echo 20 ;; molecule-llm_runtime) echo 17 ;; kvm) echo 13 ;;
-    molecule-quantize) echo 12 ;; molecule-gateway|molecule-nvidia_driver) echo 5 ;;
-    molecule-model_store) echo 4 ;; molecule-host_tuning) echo 3 ;; molecule-preflight) echo 2 ;;
+    kvm) echo 15 ;; molecule-llm_runtime|molecule-llm_service) echo 10 ;; molecule-quantize) echo 7 ;;
+    molecule-nvidia_driver) echo 4 ;; molecule-gateway) echo 3 ;; molecule-model_store|molecule-host_tuning) echo 2 ;;
+    molecule-preflight) echo 1 ;;
     *) echo 5 ;;
   esac
 }
