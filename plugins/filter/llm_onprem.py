@@ -1,0 +1,46 @@
+# Copyright: llm-onprem contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters of the inventory checks that run on the control node, before any host is contacted.
+
+Thin adapters: the logic is in module_utils/inventory_checks.py and module_utils/site_tls.py
+(unit-tested there). Each role's tasks/validate_inventory.yml uses them; the roles reach this
+file through their filter_plugins link (roles/<role>/filter_plugins -> ../../plugins/filter),
+so a role run alone (molecule) finds them as well as site.yml's first play.
+
+- ``values | llm_onprem_inventory_errors(role, inventory_dir, group)``: a list of messages,
+  one per mistake, each naming the variable, its value (secrets by length only), what is
+  allowed and the inventory file to edit.
+- ``cert_file | llm_onprem_site_tls_errors(key_file, hosts)``: what is wrong with a site
+  certificate chain and key on the control node (missing, unreadable, key of another
+  certificate, expired, names not covering the hosts); never the key itself.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
+if _MODULE_UTILS not in sys.path:
+    sys.path.insert(0, _MODULE_UTILS)
+
+import inventory_checks  # noqa: E402
+import site_tls  # noqa: E402
+
+
+def llm_onprem_inventory_errors(values, role, inventory_dir=None, group=None):
+    return inventory_checks.inventory_errors(values, role, inventory_dir, group)
+
+
+def llm_onprem_site_tls_errors(cert_file, key_file, hosts):
+    return site_tls.check_site_tls(cert_file, key_file, list(hosts or []))
+
+
+class FilterModule:
+    """llm-onprem's inventory check filters."""
+
+    def filters(self):
+        return {
+            "llm_onprem_inventory_errors": llm_onprem_inventory_errors,
+            "llm_onprem_site_tls_errors": llm_onprem_site_tls_errors,
+        }
