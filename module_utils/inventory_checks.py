@@ -590,8 +590,9 @@ def _combos_quantize(r):
                             f"{', '.join(map(str, FOUR_BIT_GROUP_SIZES))} for W4A16 (vLLM's 4-bit kernels)")
         if m.get("method", "rtn") == "gptq":
             if abs_path()(m.get("calibration_path")):
-                problems.append(f"calibration_path {show('', m.get('calibration_path'))} must be an absolute path on "
-                                "the host (method gptq needs calibration texts)")
+                given = show('', m["calibration_path"]) if m.get("calibration_path") else "(not set)"
+                problems.append(f"calibration_path {given} must be an absolute path on the host (method gptq needs "
+                                "calibration texts)")
             if m.get("pipeline", "auto") == "model_free":
                 problems.append("method gptq cannot use pipeline model_free (data-free only)")
         for key, rule in (("calibration_samples", integer(1, 100000)), ("calibration_max_seq_length", integer(16, 131072))):

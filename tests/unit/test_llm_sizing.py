@@ -548,7 +548,11 @@ def run_preflight(tmp_path, profile, extra_path=None, extra_vars=None, check=Fal
             "llm_pipeline_parallel_size": 1, "llm_max_model_len": 2048, "llm_max_num_seqs": 8,
             "llm_max_num_batched_tokens": 0, "llm_gpu_memory_utilization": 0.9, "llm_cpu_kv_cache_bytes": 268435456,
             "llm_model_dir_disk_path": str(tmp_path), "llm_service_api_key": "unit-test-key-" + "0" * 30,
-            "gateway_api_keys": ["unit-test-client-key-" + "1" * 30]}
+            "gateway_api_keys": ["unit-test-client-key-" + "1" * 30],
+            # The first play checks every role of site.yml: a complete (minimal) site.
+            "llm_service_instances": [{"name": "main", "model_path": str(tmp_path / "tiny"), "port": 8000}],
+            "gateway_upstreams": [{"name": "main", "port": 8000}], "gateway_tls_mode": "generated",
+            "gateway_upstream_api_key": "unit-test-key-" + "0" * 30, "gateway_allowed_networks": ["127.0.0.0/8"]}
     base.update(profile)
     (inv / "group_vars" / "all" / "deployment.yml").write_text(json.dumps(base))
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
