@@ -166,6 +166,8 @@ molecule_env() {
   export LLM_ONPREM_TESTHOST_IMAGE
   # shellcheck disable=SC1091
   . "$CACHE_DIR/podman/env.sh"
+  # The shared pip cache the platforms mount (LLM_ONPREM_PIP_CACHE_MOUNT) must exist.
+  cache_volume_args >/dev/null
 }
 
 # Molecule state lives in the clone, so two clones can test side by side.
