@@ -59,7 +59,7 @@ run_stage() {
 stage_weight() {
   case "$1" in
     kvm) echo 15 ;; molecule-llm_runtime|molecule-llm_service) echo 10 ;; molecule-quantize) echo 7 ;;
-    molecule-nvidia_driver) echo 4 ;; molecule-gateway) echo 3 ;; molecule-model_store|molecule-host_tuning) echo 2 ;;
+    molecule-nvidia_driver) echo 4 ;; molecule-gateway|molecule-monitoring) echo 3 ;; molecule-model_store|molecule-host_tuning) echo 2 ;;
     molecule-preflight) echo 1 ;;
     *) echo 5 ;;
   esac
