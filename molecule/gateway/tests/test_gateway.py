@@ -174,3 +174,32 @@ def test_only_the_gateway_port_is_reachable(host, address):
 def test_nginx_is_enabled_and_running(host):
     svc = host.service("nginx")
     assert svc.is_running and svc.is_enabled
+
+
+def test_local_facts_name_the_gateway_for_other_roles(host):
+    """What the monitoring role reads back (ansible_local.llm_onprem_gateway): no secrets."""
+    fact_file = host.file("/etc/ansible/facts.d/llm_onprem_gateway.fact")
+    assert (fact_file.user, fact_file.mode) == ("root", 0o644)
+    fact = json.loads(fact_file.content_string)
+    assert fact == {"port": 443, "address": "127.0.0.1", "server_name": "llm-onprem-gateway",
+                    "cert_file": "/etc/llm-onprem/gateway/tls/server.crt", "health_path": "/healthz",
+                    "access_log": ACCESS_LOG, "snippet_dir": "/etc/nginx/llm-onprem-gateway.d",
+                    "nginx_check": "/usr/local/sbin/llm-onprem-nginx-check"}
+    assert "molecule" not in fact_file.content_string
+
+
+def test_added_locations_are_checked_inside_the_live_site(host):
+    """Another role's location file is checked by nginx -t inside the live site
+    (--snippet) before it is written; a broken one is refused, the live files untouched."""
+    snippets = host.file("/etc/nginx/llm-onprem-gateway.d")
+    assert snippets.is_directory and (snippets.user, snippets.mode) == ("root", 0o700)
+    before = host.check_output("ls -A /etc/nginx/llm-onprem-gateway.d; sha256sum /etc/nginx/sites-available/*")
+    host.check_output("printf 'location /extra/ { return 204; }\\n' > /root/good.conf")
+    host.check_output("printf 'location /extra/ { return 204 }\\n' > /root/bad.conf")
+    assert host.run("/usr/local/sbin/llm-onprem-nginx-check --snippet extra /root/good.conf").rc == 0
+    # The same location twice (the candidate clashes with the site's own "location /"): refused.
+    host.check_output("printf 'location / { return 204; }\\n' > /root/clash.conf")
+    for bad in ("/root/bad.conf", "/root/clash.conf"):
+        result = host.run(f"/usr/local/sbin/llm-onprem-nginx-check --snippet extra {bad}")
+        assert result.rc != 0, bad
+    assert host.check_output("ls -A /etc/nginx/llm-onprem-gateway.d; sha256sum /etc/nginx/sites-available/*") == before
