@@ -104,6 +104,12 @@ def test_listens_on_loopback_only(host):
     listeners = host.check_output("ss -Hltn 'sport = :8000'")
     assert "127.0.0.1:8000" in listeners
     assert "0.0.0.0:8000" not in listeners and "*:8000" not in listeners
+    # vLLM's internal sockets too (its API server, engine core and worker
+    # processes: torch.distributed's store, gloo): loopback only.
+    uid = host.user("llm-onprem").uid
+    sockets = [line for line in host.check_output("ss -Hltunpe").splitlines() if f" uid:{uid} " in line]
+    assert sockets
+    assert all(line.split()[4].startswith(("127.0.0.1:", "[::1]:")) for line in sockets), sockets
 
 
 def test_sandbox_exposure_is_at_most_2(host):
