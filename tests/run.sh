@@ -142,6 +142,7 @@ stage_lint() {
   echo "--- ruff"; ruff check . || rc=1
   echo "--- ansible-lint (production profile)"; ansible-lint --profile production || rc=1
   echo "--- role READMEs match meta/argument_specs.yml"; python tools/role-readme.py --check || rc=1
+  echo "--- dashboards match tools/dashboards.py"; python tools/dashboards.py --check || rc=1
   return "$rc"
 }
 

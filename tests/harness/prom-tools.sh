@@ -1,8 +1,9 @@
 #!/bin/sh
-# Fetch promtool and amtool for the unit tests without installing Debian's
-# prometheus packages (their postinst would start daemons on this machine):
-# apt-get download the pinned .debs into .cache/prom-tools/ and unpack them
-# with dpkg-deb -x. Prints "promtool=PATH" and "amtool=PATH" on stdout.
+# Fetch promtool, amtool, the blackbox exporter and mtail for the unit tests
+# without installing Debian's packages (their postinst would start daemons on
+# this machine): apt-get download the pinned .debs into .cache/prom-tools/
+# and unpack them with dpkg-deb -x. Prints "promtool=PATH", "amtool=PATH",
+# "blackbox=PATH" and "mtail=PATH" on stdout.
 # Usage: tests/harness/prom-tools.sh   (rerun: reuses what is unpacked)
 # Versions: LLM_ONPREM_PROMETHEUS_VERSION / LLM_ONPREM_ALERTMANAGER_VERSION,
 # default the role's pins (roles/monitoring/defaults/main.yml).
@@ -13,8 +14,10 @@ defaults="$root/roles/monitoring/defaults/main.yml"
 pin() { sed -n "s/^$1: *\"\{0,1\}\([^\"]*\)\"\{0,1\} *$/\1/p" "$defaults"; }
 prom_version=${LLM_ONPREM_PROMETHEUS_VERSION:-$(pin monitoring_prometheus_version)}
 am_version=${LLM_ONPREM_ALERTMANAGER_VERSION:-$(pin monitoring_alertmanager_version)}
+bb_version=$(pin monitoring_blackbox_exporter_version)
+mtail_version=$(pin monitoring_mtail_version)
 stamp="$dir/root/.versions"
-want="prometheus=$prom_version prometheus-alertmanager=$am_version"
+want="prometheus=$prom_version prometheus-alertmanager=$am_version prometheus-blackbox-exporter=$bb_version mtail=$mtail_version"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     rm -rf "$dir"
     mkdir -p "$dir/debs" "$dir/root"
@@ -29,7 +32,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     for deb in ./*.deb; do dpkg-deb -x "$deb" "$dir/root"; done
     echo "$want" > "$stamp"
 fi
-for tool in promtool amtool; do
-    test -x "$dir/root/usr/bin/$tool" || { echo "$tool missing from the unpacked packages in $dir" >&2; exit 1; }
-    echo "$tool=$dir/root/usr/bin/$tool"
+for tool in promtool amtool blackbox=prometheus-blackbox-exporter mtail; do
+    name=${tool%%=*} binary=${tool#*=}
+    test -x "$dir/root/usr/bin/$binary" || { echo "$binary missing from the unpacked packages in $dir" >&2; exit 1; }
+    echo "$name=$dir/root/usr/bin/$binary"
 done

@@ -11,7 +11,10 @@
 #                       stage link the same file, so both see one profile);
 #   base                "testhost" (the image of build-image.sh) or the name
 #                       of the stage it builds on;
-#   inputs              project paths (one a line) whose files can change it.
+#   inputs              project paths (one a line) whose files can change it;
+#   podman-args         (optional) extra options for the build container, the
+#                       same the scenarios' platforms give (e.g. --cap-add
+#                       NET_ADMIN where the gateway loads its firewall).
 # The image is localhost/llm-onprem-stage-NAME:<key>, where <key> hashes the
 # base image, every file under the listed inputs and this script: a change
 # to any of them builds a new image, anything else reuses it. Older images of
@@ -73,8 +76,9 @@ podman rm -f "$ctr" >/dev/null 2>&1 || true
 log "building stage image $IMAGE from $base_image (stage $NAME)"
 # The same container options as the scenarios' platforms: systemd, 1 GiB of
 # /dev/shm for vLLM's CPU engine, the per-clone download caches.
-# shellcheck disable=SC2046
-podman run -d --name "$ctr" --hostname "$ctr" --systemd=always --shm-size=1g \
+extra_args=$(cat "$STAGE_DIR/podman-args" 2>/dev/null || true)
+# shellcheck disable=SC2046,SC2086
+podman run -d --name "$ctr" --hostname "$ctr" --systemd=always --shm-size=1g $extra_args \
   $(cache_volume_args) "$base_image" /sbin/init >/dev/null
 for _ in $(seq 1 60); do
   state=$(podman exec "$ctr" systemctl is-system-running 2>/dev/null || true)

@@ -45,6 +45,8 @@ QZ = "llm_servers/quantize.yml"
 SV = "llm_servers/llm_service.yml"
 GW = "llm_servers/gateway.yml"
 VAULT = "llm_servers/vault.yml"
+MON = "llm_monitoring/monitoring.yml"
+MONITORING_KEY = "test0monitoring0key0cccccccccccccccccccccccc"
 
 STORE_MODEL = {
     "name": "DeepSeek-R1-Distill-Qwen-32B", "source": "http", "revision": "r1-distill-qwen-32b-bf16-2025-01",
@@ -122,6 +124,9 @@ CASES = [
     ("store-hub-branch", {MS: {"model_store_models": [
         {"name": "DeepSeek-R1-Distill-Qwen-32B", "source": "hub", "repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B",
          "revision": "main"}]}}, "revision"),
+    ("store-verify-schedule-shell", {MS: {"model_store_verify_schedule": "weekly; reboot"}}, "model_store_verify_schedule"),
+    ("store-verify-metrics-dir-relative", {MS: {"model_store_verify_metrics_dir": "node-exporter"}},
+     "model_store_verify_metrics_dir"),
     # quantize: entries against the store, group sizes, GPTQ's data, names
     ("quantize-source-not-in-store", {QZ: {"quantize_models": _quant(source="Missing-Model")}}, "model_store_models"),
     ("quantize-group-size", {QZ: {"quantize_models": _quant(group_size=100)}}, "group_size"),
@@ -164,9 +169,23 @@ CASES = [
      "gateway_tls_key_file"),
     ("gateway-generated-san", {GW: {"gateway_tls_mode": "generated", "gateway_tls_generated_sans": ["llm hospital"]}},
      "gateway_tls_generated_sans"),
+    # monitoring (the site's llm_monitoring group: the inference server itself)
+    ("monitoring-listen-wildcard", {MON: {"monitoring_listen_address": "0.0.0.0"}}, "monitoring_listen_address"),
+    ("monitoring-port-clash", {MON: {"monitoring_mtail_port": 9090}}, "must be distinct"),
+    ("monitoring-5xx-ratio", {MON: {"monitoring_alert_gateway_5xx_ratio": 1.5}}, "ratios in (0, 1]"),
+    ("monitoring-key-short", {VAULT: {"vault_monitoring_api_key": "short0monitor"}}, "monitoring_api_key"),
+    ("monitoring-key-is-client-key", {VAULT: {"vault_monitoring_api_key": CLIENT_KEY}}, "monitoring_api_key"),
+    ("monitoring-email-smarthost", {MON: {"monitoring_email_to": ["it@hospital.example"],
+                                          "monitoring_email_from": "llm@hospital.example",
+                                          "monitoring_email_smarthost": "smtp.hospital.example"}},
+     "monitoring_email_smarthost"),
+    ("monitoring-dcgm-version-word", {MON: {"monitoring_dcgm_version": "latest"}}, "monitoring_dcgm_version"),
+    ("monitoring-dcgm-counter-name", {MON: {"monitoring_dcgm_exporter_counters": [
+        {"name": "gpu_utilization", "type": "gauge", "help": "GPU utilization (in %)."}]}},
+     "monitoring_dcgm_exporter_counters"),
 ]
 
-SECRETS = ("short0secret", "short0client", CLIENT_KEY, UPSTREAM_KEY)
+SECRETS = ("short0secret", "short0client", "short0monitor", CLIENT_KEY, UPSTREAM_KEY, MONITORING_KEY)
 
 
 def _certificate(directory, name, hosts, days=30, expired=False, password=None, key_name=None):
@@ -195,12 +214,15 @@ def _certificate(directory, name, hosts, days=30, expired=False, password=None, 
 def _valid_site(base):
     """A valid copy of inventories/hospital whose only host refuses connections (127.0.0.1 port 9)."""
     shutil.copytree(ROOT / "inventories" / SITE, base)
-    (base / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {"llm_servers": {"hosts": {HOST: {
-        "ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_user": "deploy",
-        "ansible_ssh_common_args": "-o ConnectTimeout=5"}}}}}}))
+    (base / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {
+        "llm_servers": {"hosts": {HOST: {
+            "ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_user": "deploy",
+            "ansible_ssh_common_args": "-o ConnectTimeout=5"}}},
+        "llm_monitoring": {"children": {"llm_servers": None}}}}}))
     # What a site keeps in its ansible-vault file (test keys here).
     (base / "group_vars" / "llm_servers" / "vault.yml").write_text(yaml.safe_dump(
-        {"vault_gateway_api_keys": [CLIENT_KEY], "vault_llm_service_api_key": UPSTREAM_KEY}))
+        {"vault_gateway_api_keys": [CLIENT_KEY], "vault_llm_service_api_key": UPSTREAM_KEY,
+         "vault_monitoring_api_key": MONITORING_KEY}))
     # The firewall keeps the play's SSH port open: here the play's port is 9.
     _edit(base, {GW: {"gateway_ssh_port": 9}})
     tls = base / "files" / "gateway"
@@ -283,7 +305,7 @@ def test_mistake_stops_play_1(runs, case_id, changes, expect):
 
 def test_the_table_covers_every_role():
     prefixes = {"preflight": 9, "host-tuning": 7, "nvidia": 7, "runtime": 8, "store": 6, "quantize": 5,
-                "service": 8, "gateway": 12}
+                "service": 8, "gateway": 12, "monitoring": 6}
     counts = {p: sum(1 for c in CASES if c[0].startswith(p + "-")) for p in prefixes}
     assert all(counts[p] >= n for p, n in prefixes.items()), counts
     assert len(CASES) >= 60

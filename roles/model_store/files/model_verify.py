@@ -1,0 +1,1 @@
+../../../module_utils/model_verify.py
