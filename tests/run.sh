@@ -54,13 +54,15 @@ run_stage() {
 
 # Expected minutes of each scenario on a 2-core machine with two lanes
 # (measured; llm_service includes building the serve stage image when it is
-# not cached), for spreading them over the lanes: longest first, each to the
-# least loaded lane.
+# not cached, monitoring the service stage on top of it), for spreading them
+# over the lanes: longest first, each to the least loaded lane. The two that
+# need the serve stage land in different lanes, so the one that starts later
+# finds it built.
 stage_weight() {
   case "$1" in
-    kvm) echo 15 ;; molecule-llm_runtime|molecule-llm_service) echo 10 ;; molecule-quantize) echo 7 ;;
-    molecule-nvidia_driver) echo 4 ;; molecule-gateway|molecule-monitoring) echo 3 ;; molecule-model_store|molecule-host_tuning) echo 2 ;;
-    molecule-preflight) echo 1 ;;
+    kvm) echo 15 ;; molecule-llm_service) echo 11 ;; molecule-llm_runtime|molecule-monitoring) echo 10 ;;
+    molecule-quantize) echo 6 ;; molecule-nvidia_driver) echo 4 ;; molecule-gateway|molecule-model_store) echo 3 ;;
+    molecule-host_tuning) echo 2 ;; molecule-preflight) echo 1 ;;
     *) echo 5 ;;
   esac
 }
