@@ -9,6 +9,7 @@
 # task (about 0.4 s measured). Nothing else differs.
 from __future__ import annotations
 
+import os
 import shlex
 
 from ansible.module_utils.common.text.converters import to_native
@@ -49,6 +50,16 @@ options:
       - name: ansible_podman_extra_args
     env:
       - name: ANSIBLE_PODMAN_EXTRA_ARGS
+  podman_containers_conf:
+    description:
+      - A containers.conf for every podman call (exported as C(CONTAINERS_CONF) unless that is set already),
+        such as the one the test harness writes where podman needs changes on this machine
+        (C(.cache/podman/containers.conf)). Ignored when the file does not exist.
+      - Podman reads the OCI runtime of an existing container from it, so C(podman exec) fails without the
+        configuration the container was started with.
+    default: ""
+    vars:
+      - name: ansible_podman_containers_conf
   podman_executable:
     description: The podman program (a name on PATH or a path).
     default: podman
@@ -85,3 +96,10 @@ class Connection(PodmanConnection):
         if self.user:
             args.extend(("--user", self.user))
         return self._podman(args, shlex.split(to_native(cmd, errors="surrogate_or_strict")), in_data)
+
+    def _podman(self, cmd, cmd_args=None, in_data=None, use_container_id=True):
+        """Every podman call with the configured containers.conf (podman_containers_conf)."""
+        conf = self.get_option("podman_containers_conf")
+        if conf and os.path.isfile(conf) and "CONTAINERS_CONF" not in os.environ:
+            os.environ["CONTAINERS_CONF"] = conf
+        return super()._podman(cmd, cmd_args, in_data, use_container_id)
