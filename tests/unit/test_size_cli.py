@@ -131,3 +131,34 @@ def test_one_size_means_identical_gpus_but_a_list_is_taken_as_is():
     code, out, _ = cli("--model", M32, "--gpu-mem", "80GiB,80GiB", "--tp", "4", "--max-model-len", "8192", "--json")
     data = json.loads(out)
     assert code == 1 and any("4 GPUs, only 2 present" in r for r in data["reasons"])
+
+
+TWO_PRECISIONS = ["--instance", "screen:weights=w4a16,share=0.3", "--instance", "verify:weights=bf16,share=0.6"]
+
+
+@pytest.mark.parametrize(("gpu_mem", "code", "fits"), [
+    ("143771MiB", 0, True),   # one H200: INT4 screening beside bf16 verification, 32k context each
+    ("81559MiB", 1, False),   # one H100 80 GB: the bf16 weights alone exceed a 0.6 share
+])
+def test_two_precisions_on_one_gpu(gpu_mem, code, fits):
+    rc, out, _ = cli("--model", M32, "--gpu-mem", gpu_mem, "--max-model-len", "32768", *TWO_PRECISIONS, "--json")
+    data = json.loads(out)
+    assert rc == code and data["fits"] is fits
+    assert data["start_order"] == ["screen", "verify"]
+    assert data["instances"]["screen"]["weights"] == "w4a16" and data["instances"]["verify"]["weights"] == "bf16"
+    assert data["gpus"][0]["shares"] == {"screen": 0.3, "verify": 0.6}
+    if not fits:
+        assert any(r.startswith("instance verify:") and "do not fit" in r for r in data["reasons"])
+
+
+def test_two_precisions_table():
+    rc, out, _ = cli("--model", M32, "--gpu-mem", "143771MiB", "--max-model-len", "32768", *TWO_PRECISIONS)
+    assert rc == 0
+    assert "GPU 0: shares add up to 0.9" in out and "FITS" in out
+    assert "vLLM args of verify: CUDA_VISIBLE_DEVICES=0 " in out and "--gpu-memory-utilization 0.6" in out
+
+
+@pytest.mark.parametrize("instance", ["a:share", ":weights=w4a16", "a:colour=red", "a:share=much", "a:gpus=0+x"])
+def test_bad_instance_exit_2(instance):
+    rc, out, err = cli("--model", M32, "--gpu-mem", "80GiB", "--instance", instance, "--json")
+    assert rc == 2 and json.loads(out)["option"] == "--instance" and "Traceback" not in err
