@@ -52,6 +52,7 @@ def _vars(gpu, gateway=True, **extra):
     values.update(ansible_managed="Ansible managed (test render)", __monitoring_gpu=gpu,
                   __monitoring_gateway=GATEWAY_FACT if gateway else {}, __monitoring_address="127.0.0.1",
                   __monitoring_gateway_cert="/etc/prometheus/llm-onprem-gateway.crt",
+                  __monitoring_gateway_url=f"{GATEWAY_FACT['address']}:{GATEWAY_FACT['port']}",
                   llm_service_instances=[{"name": "demo", "port": 8000}, {"name": "other", "port": 8001}])
     values.update(extra)
     return values
