@@ -172,6 +172,7 @@ CASES = [
     # monitoring (the site's llm_monitoring group: the inference server itself)
     ("monitoring-listen-wildcard", {MON: {"monitoring_listen_address": "0.0.0.0"}}, "monitoring_listen_address"),
     ("monitoring-port-clash", {MON: {"monitoring_mtail_port": 9090}}, "must be distinct"),
+    ("monitoring-pin-with-operator", {MON: {"monitoring_mtail_version": ">=3.0"}}, "monitoring_mtail_version"),
     ("monitoring-5xx-ratio", {MON: {"monitoring_alert_gateway_5xx_ratio": 1.5}}, "ratios in (0, 1]"),
     ("monitoring-key-short", {VAULT: {"vault_monitoring_api_key": "short0monitor"}}, "monitoring_api_key"),
     ("monitoring-key-is-client-key", {VAULT: {"vault_monitoring_api_key": CLIENT_KEY}}, "monitoring_api_key"),
