@@ -21,10 +21,12 @@ sources):
   sharding, each tensor rounded up to PyTorch's 512-byte granularity, plus
   one 2 MiB allocator segment per GPU (calibrated on the H200 32B load).
 * KV cache: 2 x layers x kv_heads x head_dim x bytes, paged in 16-token blocks.
-* Activations (the profiling peak), non-torch memory (CUDA context, NCCL,
-  custom all-reduce) and CUDA-graph memory are estimated with formulas that
-  err high, and a safety margin of max(256 MiB, 2 % of the budget) is kept
+* Activations (the profiling peak), non-torch growth after vLLM's baseline
+  snapshot (workspaces; custom all-reduce when distributed) and the
+  CUDA-graph estimate vLLM subtracts are estimated with formulas that err
+  high, and a safety margin of max(256 MiB, 1.5 % of the budget) is kept
   back, because promising more KV cache than vLLM will find fails the start.
+  docs/sizing.md ("Error bounds by share") checks them against public logs.
 """
 
 from __future__ import annotations
@@ -46,24 +48,37 @@ GIB = 1024 ** 3
 TENSOR_ALIGN = 512
 LOAD_RESIDUAL_BYTES = 2 * MIB
 
-# Non-torch memory per GPU: CUDA context, cuBLAS/cuDNN workspaces (a base
-# plus a share of the card), and NCCL / custom all-reduce buffers when the
-# instance is distributed (TP or PP > 1).
-NON_TORCH_BASE = 384 * MIB
-NON_TORCH_FRACTION = 0.005
-NON_TORCH_DISTRIBUTED = int(1.5 * GIB)
-# CUDA-graph pool estimate (vLLM profiles it by default since v0.21).
+# Non-torch memory per GPU charged to the budget.  vLLM 0.32 takes its
+# baseline snapshot after the CUDA context and the distributed set-up, so only
+# the growth after it counts: 0.07-0.26 GiB seen on one GPU, +0.42 GiB at TP 2
+# (docs/sizing.md, "The model").  No share of the card.
+NON_TORCH_BASE = 320 * MIB
+NON_TORCH_FRACTION = 0.0
+NON_TORCH_DISTRIBUTED = 512 * MIB
+# CUDA graphs: vLLM subtracts an extrapolated estimate (default since v0.21)
+# that runs above the captured pool, so charge per graph it captures:
+# PIECEWISE at every capture size up to min(512, 2 x max_num_seqs), FULL
+# (decode) at those up to max_num_seqs; 86 graphs at 256 sequences, 102 at
+# >= 512 (docs/sizing.md).
 CUDA_GRAPH_BASE = 128 * MIB
-CUDA_GRAPH_PER_CAPTURE_SIZE = 2 * MIB
+CUDA_GRAPH_PER_GRAPH = 12 * MIB
+CUDA_GRAPH_PER_GRAPH_DISTRIBUTED = 4 * MIB  # custom all-reduce buffers per graph, TP x PP > 1
 CUDA_GRAPH_MAX_CAPTURE = 512
-# Safety margin kept back from the KV budget.
-SAFETY_MARGIN_FRACTION = 0.02
+CUDA_GRAPH_CAPTURE_SIZES = (1, 2, 4) + tuple(range(8, 256, 8)) + tuple(range(256, CUDA_GRAPH_MAX_CAPTURE + 1, 16))
+# Safety margin kept back from the KV budget: covers the loader's extra
+# 0.01-0.08 GiB over the planned weights and the basis estimate of bare sizes.
+SAFETY_MARGIN_FRACTION = 0.015
 SAFETY_MARGIN_MIN = 256 * MIB
 # Driver reservation when only a size (nvidia-smi's memory.total) is known.
 RESERVED_MIN = 768 * MIB
 RESERVED_FRACTION = 0.005
-# Sampler profile: float32 logits plus probabilities and a sort buffer.
-SAMPLER_COPIES = 3
+# Sampler profile, in float32 copies of [max_num_seqs, vocab]: about 3.5-4.5
+# in 0.32's V1 runner; 9.6-9.7 measured at 1024 sequences on v0.11 (the sort
+# path), with no public 0.32 log above 256 sequences to show it is gone, so
+# the larger count applies there (docs/sizing.md, "Error bounds by share").
+SAMPLER_COPIES = 4
+SAMPLER_COPIES_MANY_SEQS = 10
+SAMPLER_MANY_SEQS = 256  # above this many sequences
 # Host side.
 DISK_HEADROOM = 0.20
 HOST_RAM_BASE = 4 * GIB  # API server + engine core + tokenizer processes
@@ -412,7 +427,8 @@ def activation_peak_bytes(arch, max_num_batched_tokens, max_num_seqs, act_bytes=
     the q/k/v projection output and the gate/up/activation of the MLP
     (3 x intermediate), all in the activation dtype.  It is NOT divided by TP:
     real logs show the same peak at TP 1 and 2 (vllm-project/vllm#10511).
-    Sampler: float32 logits for max_num_seqs rows, times three copies.  The
+    Sampler: float32 logits for max_num_seqs rows, times SAMPLER_COPIES (4),
+    or SAMPLER_COPIES_MANY_SEQS (10) above 256 sequences.  The
     V1 engine's profile runs the dummy forward, frees its intermediates and
     then runs the dummy sampler on the last hidden states, so the peak is the
     larger of the two (V0 ran both in one pass; its logs read about 25 %
@@ -422,20 +438,26 @@ def activation_peak_bytes(arch, max_num_batched_tokens, max_num_seqs, act_bytes=
     qkv = (arch["heads"] + 2 * arch["kv_heads"]) * hd
     per_token = act_bytes * (4 * arch["hidden"] + qkv + 3 * arch["intermediate"])
     forward = max_num_batched_tokens * per_token
-    sampler = max_num_seqs * arch["vocab"] * 4 * SAMPLER_COPIES
+    copies = SAMPLER_COPIES_MANY_SEQS if max_num_seqs > SAMPLER_MANY_SEQS else SAMPLER_COPIES
+    sampler = max_num_seqs * arch["vocab"] * 4 * copies
     return max(forward, sampler)
 
 
 def non_torch_bytes(torch_total, tp, pp):
+    """Non-torch growth after vLLM's baseline snapshot, per GPU."""
     base = NON_TORCH_BASE + int(torch_total * NON_TORCH_FRACTION)
     return base + (NON_TORCH_DISTRIBUTED if tp * pp > 1 else 0)
 
 
-def cuda_graph_bytes(max_num_seqs, enforce_eager=False):
+def cuda_graph_bytes(max_num_seqs, enforce_eager=False, world_size=1):
+    """CUDA-graph memory vLLM 0.32 keeps back: a charge per graph it captures."""
     if enforce_eager:
         return 0
-    capture = min(CUDA_GRAPH_MAX_CAPTURE, 2 * max_num_seqs)
-    return CUDA_GRAPH_BASE + capture * CUDA_GRAPH_PER_CAPTURE_SIZE
+    cap = min(CUDA_GRAPH_MAX_CAPTURE, 2 * max_num_seqs)
+    piecewise = sum(1 for size in CUDA_GRAPH_CAPTURE_SIZES if size <= cap)
+    full = sum(1 for size in CUDA_GRAPH_CAPTURE_SIZES if size <= min(max_num_seqs, cap))
+    per_graph = CUDA_GRAPH_PER_GRAPH + (CUDA_GRAPH_PER_GRAPH_DISTRIBUTED if world_size > 1 else 0)
+    return CUDA_GRAPH_BASE + (piecewise + full) * per_graph
 
 
 def safety_margin_bytes(budget):
@@ -623,7 +645,7 @@ def plan(model=None, config=None, config_path=None, weights="bf16", weights_grou
     kv_elem = _kv_elem_bytes(arch, kv_cache_dtype)
     stages = _layer_split(arch["layers"], pp)
     act = activation_peak_bytes(arch, mnbt, max_num_seqs)
-    graphs = cuda_graph_bytes(max_num_seqs, enforce_eager)
+    graphs = cuda_graph_bytes(max_num_seqs, enforce_eager, world)
 
     per_gpu = []
     for rank, gpu in enumerate(used_gpus):
