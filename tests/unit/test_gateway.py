@@ -1,4 +1,4 @@
-"""Unit tests of module_utils/gateway.py (the gateway_preflight module's logic).
+"""Unit tests of module_utils/gateway.py: the gateway_preflight module's networks and the routing by model name.
 
 Who holds the gateway port is tested with the listen_port module, in test_listen_port.py.
 """
@@ -50,3 +50,74 @@ def test_parse_networks(items, ipv4, ipv6, n_errors):
 )
 def test_address_allowed(address, networks, allowed):
     assert gw.address_allowed(address, networks) is allowed
+
+
+INSTANCES = [
+    {"name": "main", "model": "m32", "served_model_name": "r1", "port": 8000},
+    {"name": "coder", "model": "c7", "port": 8001},  # served as its name
+]
+
+
+@pytest.mark.parametrize(
+    ("upstream", "instances", "model"),
+    [
+        ({"name": "main", "port": 8000}, INSTANCES, "r1"),
+        ({"name": "x", "port": 8001}, INSTANCES, "coder"),  # served_model_name defaults to the name
+        ({"name": "main", "port": "8000"}, INSTANCES, "r1"),  # a port as an inventory string
+        ({"name": "main", "port": 8000, "host": "localhost"}, INSTANCES, "r1"),
+        ({"name": "main", "port": 8000, "host": "::1"}, INSTANCES, "r1"),
+        ({"name": "main", "port": 8000, "model": "other"}, INSTANCES, "other"),  # its own model wins
+        ({"name": "main", "port": 8000, "model": None}, INSTANCES, "r1"),
+        ({"name": "far", "port": 8000, "host": "10.0.0.5"}, INSTANCES, None),  # another host's port 8000
+        ({"name": "far", "port": 8000, "host": "10.0.0.5", "model": "r1"}, INSTANCES, "r1"),
+        ({"name": "main", "port": 8002}, INSTANCES, None),  # no instance there
+        ({"name": "main", "port": 8000}, None, None),  # llm_service_instances not defined
+        ({"name": "main", "port": 8000}, [], None),
+        ({"name": "main", "port": 8000, "model": "stub-a"}, None, "stub-a"),
+        ("not a dict", INSTANCES, None),
+    ],
+)
+def test_upstream_model(upstream, instances, model):
+    assert gw.upstream_model(upstream, instances) == model
+
+
+def test_model_pools_group_replicas_in_first_seen_order():
+    upstreams = [
+        {"name": "main", "port": 8000},
+        {"name": "coder", "port": 8001},
+        {"name": "main-b", "port": 8000, "host": "10.0.0.5", "model": "r1", "weight": 3},
+    ]
+    pools = gw.model_pools(upstreams, INSTANCES)
+    assert [(p["name"], p["model"], [u["name"] for u in p["upstreams"]]) for p in pools] == [
+        ("llm_onprem_pool_0", "r1", ["main", "main-b"]),
+        ("llm_onprem_pool_1", "coder", ["coder"]),
+    ]
+    assert pools[0]["upstreams"][1] is upstreams[2]  # entries as given (host, weight)
+    assert gw.model_routes(pools) == {"models": {"r1": "llm_onprem_pool_0", "coder": "llm_onprem_pool_1"},
+                                      "pools": ["llm_onprem_pool_0", "llm_onprem_pool_1"]}
+
+
+@pytest.mark.parametrize(
+    ("upstreams", "instances", "routes"),
+    [
+        # Nothing names a model: one group, every request goes there whatever its model.
+        ([{"name": "a", "port": 8000}, {"name": "b", "port": 8001}], None,
+         {"models": {}, "pools": ["llm_onprem_pool_0"]}),
+        ([{"name": "a", "port": 8000, "model": "x"}], None, {"models": {"x": "llm_onprem_pool_0"},
+                                                             "pools": ["llm_onprem_pool_0"]}),
+        ([], INSTANCES, {"models": {}, "pools": []}),
+        (None, INSTANCES, {"models": {}, "pools": []}),
+    ],
+)
+def test_model_routes(upstreams, instances, routes):
+    assert gw.model_routes(gw.model_pools(upstreams, instances)) == routes
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [("r1", True), ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", True), ("llama3:8b", True), ("a+b@v2#1", True),
+     ("", False), ("two words", False), ('say"hi"', False), ("it's", False), ("back\\slash", False),
+     ("cost$", False), ("tab\there", False), ("modèle", False), ("x" * 257, False)],
+)
+def test_model_name_pattern(name, ok):
+    assert bool(gw.MODEL_RE.match(name)) is ok

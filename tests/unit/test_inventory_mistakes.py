@@ -147,11 +147,26 @@ CASES = [
     ("service-key-short", {VAULT: {"vault_llm_service_api_key": "short0secret"}}, "llm_service_api_key"),
     ("service-probe-tokens-0", {SV: {"llm_service_probe_max_tokens": 0}}, "llm_service_probe_max_tokens"),
     ("service-listen-public", {SV: {"llm_service_listen_address": "0.0.0.0"}}, "llm_service_listen_address"),
+    # llm_service: an instance's own profile and placement (several models per host)
+    ("service-instance-key-typo", {SV: {"llm_service_instances": _instance(max_model_length=8192)}}, "max_model_length"),
+    ("service-instance-weights", {SV: {"llm_service_instances": _instance(weights="int4")}}, "got: int4"),
+    ("service-instance-gpus-twice", {SV: {"llm_service_instances": _instance(gpus=[0, 0])}}, "distinct GPU indices"),
+    ("service-instance-share-over-1", {SV: {"llm_service_instances": _instance(gpu_memory_utilization=1.2)}},
+     "gpu_memory_utilization 1.2"),
+    ("service-gpu-oversubscribed", {SV: {"llm_service_instances": _instance(gpu_memory_utilization=0.6) + [
+        dict(INSTANCE, name="screen", port=8001, gpu_memory_utilization=0.5)]}}, "add up to 1.10 (main 0.60, screen 0.50)"),
     # gateway: ports, addresses, upstreams against the instances, networks, limits, keys, the site certificate
     ("gateway-port-range", {GW: {"gateway_port": 70000}}, "gateway_port"),
     ("gateway-port-is-instance-port", {GW: {"gateway_port": 8000}}, "gateway_port"),
     ("gateway-listen-address", {GW: {"gateway_listen_address": "0.0.0.0.0"}}, "gateway_listen_address"),
     ("gateway-upstream-no-instance", {GW: {"gateway_upstreams": [{"name": "main", "port": 8001}]}}, "gateway_upstreams"),
+    ("gateway-upstream-model-spaces", {GW: {"gateway_upstreams": [{"name": "main", "port": 8000, "model": "deepseek r1"}]}},
+     "gateway_upstreams entry \"main\": model \"deepseek r1\""),
+    ("gateway-upstream-model-not-served", {GW: {"gateway_upstreams": [{"name": "main", "port": 8000, "model": "r1"}]}},
+     "is not what the instance on port 8000 serves"),
+    ("gateway-upstream-model-unknown", {GW: {"gateway_upstreams": [
+        {"name": "main", "port": 8000}, {"name": "spare", "host": "10.20.0.7", "port": 8000}]}},
+     "gateway_upstreams entry \"spare\": the gateway cannot tell which model"),
     ("gateway-network-prefix", {GW: {"gateway_allowed_networks": ["10.20.0.0/33"]}}, "gateway_allowed_networks"),
     ("gateway-networks-empty", {GW: {"gateway_allowed_networks": []}}, "gateway_allowed_networks"),
     ("gateway-body-size", {GW: {"gateway_client_max_body_size": "10 MB"}}, "gateway_client_max_body_size"),
@@ -269,6 +284,15 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("inventory-mistakes")
     _valid_site(root / "valid")
     jobs = {"valid": root / "valid"}
+    # The two-precision example (inventories/hospital-h200): its instances, routes,
+    # INT4 copy and GPU size on the valid site.
+    shutil.copytree(root / "valid", root / "valid-two-precision")
+    example = ROOT / "inventories" / "hospital-h200" / "group_vars"
+    _edit(root / "valid-two-precision", {
+        rel: {key: value for key, value in yaml.safe_load((example / rel).read_text()).items() if key in keys}
+        for rel, keys in ((SV, ["llm_service_instances"]), (GW, ["gateway_upstreams"]), (QZ, ["quantize_models"]),
+                          (PRE, ["preflight_gpu_memory"]), (DEPLOY, ["llm_gpu_memory_utilization"]))})
+    jobs["valid-two-precision"] = root / "valid-two-precision"
     for case_id, changes, _expect in CASES:
         shutil.copytree(root / "valid", root / case_id)
         _edit(root / case_id, changes)
@@ -279,8 +303,9 @@ def runs(tmp_path_factory):
     return done
 
 
-def test_valid_site_passes_play_1_and_reaches_the_host(runs):
-    rc, results, output = runs["valid"]
+@pytest.mark.parametrize("site", ["valid", "valid-two-precision"])
+def test_valid_site_passes_play_1_and_reaches_the_host(runs, site):
+    rc, results, output = runs[site]
     failed = [(p, t, _messages(r)) for p, t, _h, r in results if r.get("failed")]
     unreachable = [(p, t) for p, t, _h, r in results if r.get("unreachable")]
     assert not failed, output[-3000:]

@@ -81,7 +81,8 @@ def test_start_order_is_the_list_order():
     assert result["start_order"] == ["z", "a"]
     # The second instance was planned against what the first leaves free.
     first_budget = int(ls.normalize_gpus(gpus)[0]["torch_total_bytes"] * 0.4)
-    assert result["gpus"][0]["held_bytes"] == 2 * first_budget
+    assert result["gpus"][0]["held_bytes"] == 2 * (first_budget + hp.CUDA_CONTEXT_BYTES)
+    assert [result["instances"][name]["start_position"] for name in ("z", "a")] == [1, 2]
 
 
 def test_two_precisions_of_the_32b_on_one_h200(h200_gpus):
@@ -113,5 +114,93 @@ def test_bad_instances_are_refused(instances, field):
 
 def test_no_gpus_is_refused():
     with pytest.raises(ls.SizingError) as err:
-        hp.plan_host([{"name": "a"}], [], SITE)
+        hp.plan_host([{"name": "a"}], [], SITE, engine="gpu")
     assert err.value.field == "gpus"
+
+
+def test_halves_of_one_gpu_fail_vllms_start_check():
+    """0.5 + 0.5 adds up to 1, but the second start also needs room for both CUDA contexts."""
+    result = hp.plan_host([{"name": "a", "model": M7, "gpus": [0], "gpu_memory_utilization": 0.5},
+                           {"name": "b", "model": M7, "gpus": [0], "gpu_memory_utilization": 0.5}],
+                          [a40(0), a40(1)], SITE)
+    assert not result["fits"]
+    assert not any("add up" in reason for reason in result["reasons"])
+    advice = [reason for reason in result["reasons"] if reason.startswith("instance b: at its start")]
+    assert advice and "at most 0.4" in advice[0] and "GPU 1 (gpus: [1]) has room for 0.50" in advice[0], result["reasons"]
+
+
+def test_planned_gpus_without_facts():
+    """bin/llm-onprem-size plans from sizes alone (gpu_memory): the same rules hold."""
+    result = hp.plan_host([{"name": "screen", "weights": "w4a16", "gpu_memory_utilization": 0.3},
+                           {"name": "verify", "weights": "bf16", "gpu_memory_utilization": 0.6}],
+                          site=dict(SITE, max_model_len=32768), gpu_memory=["81559MiB"])
+    assert not result["fits"]
+    assert any(reason.startswith("instance verify:") and "weights 61.03 GiB do not fit" in reason
+               for reason in result["reasons"]), result["reasons"]
+    assert result["instances"]["screen"]["weights"] == "w4a16"
+
+
+def test_one_instance_plan_matches_the_single_plan():
+    """Today's one-model sites: the instance gets what plan() gives, less its own CUDA context."""
+    gpus = [a40(0, free_mib=45503)]
+    host = hp.plan_host([{"name": "main", "model": M7}], gpus, SITE)
+    single = ls.plan(gpus=gpus, **dict(SITE, model=M7))
+    assert host["fits"] and single["fits"]
+    assert host["instances"]["main"]["vllm_args"] == single["vllm_args"]
+    assert host["engine"] == "vllm" and host["world_size_max"] == 1
+
+
+TINY = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
+        "max_position_embeddings": 4096, "torch_dtype": "bfloat16"}
+
+
+def test_cpu_host_plans_each_instance_and_adds_up_ram():
+    site = {"model": "tiny", "config": TINY, "max_model_len": 2048, "max_num_seqs": 4,
+            "cpu_kv_cache_bytes": 256 * MIB}
+    instances = [{"name": "main"}, {"name": "second", "max_model_len": 1024, "cpu_kv_cache_bytes": 128 * MIB}]
+    result = hp.plan_host(instances, site=site, host_memory_bytes=64 * 1024 ** 3)
+    assert result["fits"] and result["engine"] == "vllm-cpu"
+    second = result["instances"]["second"]
+    assert second["max_model_len"] == 1024 and str(128 * MIB) in second["vllm_args"]
+    assert result["instances"]["main"]["max_model_len"] == 2048
+    assert result["host_ram_bytes"] == sum(p["host_ram_bytes"] for p in result["instances"].values())
+    small = hp.plan_host(instances, site=site, host_memory_bytes=result["host_ram_bytes"] - 1)
+    assert not small["fits"] and "the instances need together" in small["reasons"][-1]
+    assert "main" in small["reasons"][-1] and "second" in small["reasons"][-1]
+
+
+def test_the_module_plans_the_instances(capsys):
+    """library/llm_sizing.py with instances: the host plan the preflight keeps as llm_plan."""
+    from test_llm_sizing import run_module
+
+    out = run_module("llm_sizing", {
+        "model": M32, "max_model_len": 32768, "max_num_seqs": 8, "gpu_memory": ["46068MiB", "46068MiB"],
+        "instances": [{"name": "screen", "weights": "w4a16", "gpus": [0]},
+                      {"name": "verify", "model": M7, "gpus": [1], "max_model_len": 16384}]}, capsys)
+    assert out["_exit"] == 0 and out["fits"] is True, out["reasons"]
+    plan = out["host_plan"]
+    assert "plan" not in out
+    assert plan["start_order"] == ["screen", "verify"]
+    assert plan["instances"]["verify"]["max_model_len"] == 16384
+    assert plan["instances"]["verify"]["cuda_visible_devices"] == "1"
+    assert "--max-model-len" in plan["instances"]["screen"]["vllm_args"]
+    assert out["vllm_args"] == [] and out["suggestions"] == []
+    from test_gpu_facts import module_docs
+
+    assert set(plan) == set(module_docs("llm_sizing")["RETURN"]["host_plan"]["contains"])
+
+
+def test_a_rerun_counts_the_running_instances_memory_as_free():
+    """On a serving host the instances' own processes hold the memory they were planned: same plan again."""
+    instances = [{"name": "a", "model": M7, "gpus": [0], "gpu_memory_utilization": 0.45},
+                 {"name": "b", "model": M7, "gpus": [0], "gpu_memory_utilization": 0.45}]
+    first = hp.plan_host(instances, [a40(0), a40(1)], SITE)
+    busy = a40(0, free_mib=45000 - 2 * 21000)
+    busy["processes"] = [{"pid": 101, "used_memory_bytes": 21000 * MIB}, {"pid": 202, "used_memory_bytes": 21000 * MIB}]
+    assert not hp.plan_host(instances, [busy, a40(1)], SITE)["fits"]
+    again = hp.plan_host(instances, [busy, a40(1)], SITE, own_pids=[101, 202])
+    assert again["fits"] and again["gpus"][0]["released_bytes"] == 42000 * MIB
+    assert again["instances"]["b"]["vllm_args"] == first["instances"]["b"]["vllm_args"]
+    # Someone else's process keeps its memory.
+    assert not hp.plan_host(instances, [busy, a40(1)], SITE, own_pids=[101])["fits"]

@@ -2,8 +2,10 @@
 
 Every request goes over the network from this machine (10.88.0.1) to nginx in the
 container, with TLS verified against the CA the role fetched (its certificate names
-the container's address). Values asserted: molecule.yml's inventory (test keys, the
-stub on 127.0.0.1:8000, a 64k body limit) and the role's defaults (/healthz, port 443).
+the container's address). Values asserted: molecule.yml's inventory (test keys, two
+stub backends: stub-a on 127.0.0.1:8000 serving stub-model-a and stub-b on :8001
+serving stub-model-b, a 64k body limit) and the role's defaults (/healthz, port 443).
+The stubs echo which of them answered, so the routing by model name is seen from here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import ssl
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,9 @@ import yaml
 CA = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "gateway-ca.crt")
 ACCESS_LOG = "/var/log/nginx/llm-onprem-gateway.access.log"
 PROTECTED = ["/v1/models", "/v1/chat/completions", "/metrics", "/", "/anything"]
+# Paths the stubs answer with an echo of the request (not routed by model: any instance).
+ECHOED = ["/v1/chat/completions", "/metrics", "/", "/anything"]
+BACKENDS = {"stub-model-a": ("stub-a", "127.0.0.1:8000"), "stub-model-b": ("stub-b", "127.0.0.1:8001")}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +76,7 @@ def test_wrong_keys_are_401(address, tls, inv, path):
         assert request(address, tls, path, headers=headers)[0] == 401, headers
 
 
-@pytest.mark.parametrize("path", PROTECTED)
+@pytest.mark.parametrize("path", ECHOED)
 def test_each_client_key_is_200_and_upstream_sees_only_its_own_key(address, tls, inv, path):
     for key in inv["gateway_api_keys"]:
         for headers in ({"Authorization": "Bearer " + key}, {"X-Api-Key": key}):
@@ -83,12 +90,117 @@ def test_each_client_key_is_200_and_upstream_sees_only_its_own_key(address, tls,
             assert seen["x_api_key_present"] is False
 
 
+def post(address, tls, key, path, body, headers=None):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return request(address, tls, path, "POST", dict({"Authorization": "Bearer " + key,
+                                                     "Content-Type": "application/json"}, **(headers or {})), data)
+
+
+def vllm_error(body):
+    """The error body in vLLM's shape: {"error": {"message", "type", "param", "code"}}."""
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    return error
+
+
 def test_post_body_reaches_the_backend(address, tls, inv):
-    body = json.dumps({"model": "stub", "messages": [{"role": "user", "content": "x" * 1000}]})
-    status, _, out = request(address, tls, "/v1/chat/completions", "POST",
-                             {"Authorization": "Bearer " + inv["gateway_api_keys"][1], "Content-Type": "application/json"},
-                             body)
+    body = json.dumps({"model": "stub-model-a", "messages": [{"role": "user", "content": "x" * 1000}]})
+    status, _, out = post(address, tls, inv["gateway_api_keys"][1], "/v1/chat/completions", body)
     assert status == 200 and json.loads(out)["body_bytes"] == len(body)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/tokenize"])
+@pytest.mark.parametrize("model", sorted(BACKENDS))
+def test_each_model_goes_to_its_backend(address, tls, inv, path, model):
+    for key in inv["gateway_api_keys"]:
+        for _ in range(3):  # not by chance: every time
+            status, _, out = post(address, tls, key, path, {"model": model, "prompt": "hi"})
+            assert status == 200, out
+            seen = json.loads(out)
+            assert (seen["backend"], seen["model"], seen["path"]) == (BACKENDS[model][0], model, path)
+            assert seen["upstream_key_ok"] is True and seen["x_api_key_present"] is False
+            assert key not in out.decode()
+
+
+def test_models_lists_every_backends_models_once(address, tls, inv):
+    status, headers, body = request(address, tls, "/v1/models",
+                                    headers={"Authorization": "Bearer " + inv["gateway_api_keys"][0]})
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    listing = json.loads(body)
+    assert listing["object"] == "list"
+    assert [m["id"] for m in listing["data"]] == ["stub-model-a", "stub-model-b"]
+    assert listing["data"][0] == {"id": "stub-model-a", "object": "model", "owned_by": "stub", "root": "stub-model-a"}
+
+
+def test_unknown_model_is_404_as_vllm_answers_it(address, tls, inv):
+    status, headers, body = post(address, tls, inv["gateway_api_keys"][0], "/v1/chat/completions",
+                                 {"model": "gpt-4o", "messages": []})
+    assert status == 404 and headers["Content-Type"] == "application/json"
+    # vLLM's OpenAIServing._check_model (vllm/entrypoints/openai/engine/serving.py).
+    assert json.loads(body) == {"error": {"message": "The model `gpt-4o` does not exist.", "type": "NotFoundError",
+                                          "param": "model", "code": 404}}
+
+
+def test_missing_model_with_two_models_is_400(address, tls, inv):
+    status, _, body = post(address, tls, inv["gateway_api_keys"][0], "/v1/completions", {"prompt": "hi"})
+    error = vllm_error(body)
+    assert status == 400 and (error["type"], error["param"], error["code"]) == ("BadRequestError", "model", 400)
+    assert "stub-model-a, stub-model-b" in error["message"]
+
+
+@pytest.mark.parametrize("body", [b'{"model": "stub-model-a", "prompt": ', b"model=stub-model-a", b""])
+def test_a_body_that_is_not_json_is_400(address, tls, inv, body):
+    status, _, out = post(address, tls, inv["gateway_api_keys"][0], "/v1/completions", body)
+    error = vllm_error(out)
+    assert status == 400 and (error["type"], error["param"], error["code"]) == ("BadRequestError", None, 400)
+    assert error["message"].startswith("The request body is not valid JSON")
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", b"{not json"),
+    ("/v1/chat/completions", b'{"model": "gpt-4o"}'),
+    ("/v1/completions", b'{"prompt": "no model"}'),
+    ("/v1/embeddings", b'{"model": "stub-model-a", "input": "x"}'),
+])
+def test_no_key_is_401_before_any_routing(address, tls, inv, path, body):
+    for headers in ({}, {"Authorization": "Bearer " + inv["gateway_api_keys"][0][:-1]},
+                    {"Authorization": "Bearer " + inv["gateway_upstream_api_key"]}):
+        status, hdrs, out = request(address, tls, path, "POST", dict(headers, **{"Content-Type": "application/json"}),
+                                    body)
+        assert status == 401 and hdrs.get("WWW-Authenticate", "").startswith("Bearer"), (path, body, out)
+        assert json.loads(out)["error"]["type"] == "authentication_error"
+
+
+def test_the_routers_internal_location_is_not_reachable(address, tls, inv):
+    for headers in ({}, {"Authorization": "Bearer " + inv["gateway_api_keys"][0]}):
+        status, _, _ = request(address, tls, "/_llm_onprem/models/llm_onprem_pool_0", headers=headers)
+        assert status in (401, 404)
+
+
+def test_streamed_completion_passes_unbuffered(address, tls, inv):
+    """The stub sends a server-sent event, then one every 0.7 s: each must arrive as it is sent."""
+    conn = http.client.HTTPSConnection(address, 443, context=tls, timeout=10)
+    try:
+        start = time.monotonic()
+        conn.request("POST", "/v1/chat/completions", body=json.dumps({"model": "stub-model-b", "stream": True}),
+                     headers={"Authorization": "Bearer " + inv["gateway_api_keys"][0],
+                              "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+        arrivals = []
+        while True:
+            line = resp.readline()
+            if not line:
+                break
+            if line.startswith(b"data: "):
+                arrivals.append((time.monotonic() - start, line[6:].strip()))
+    finally:
+        conn.close()
+    assert [data for _, data in arrivals][-1] == b"[DONE]"
+    events = [json.loads(data) for _, data in arrivals[:-1]]
+    assert [e["backend"] for e in events] == ["stub-b"] * 3
+    first, last = arrivals[0][0], arrivals[-1][0]
+    assert first < 1.0 and last - first > 1.5, arrivals  # not held back until the end
 
 
 def test_health_needs_no_key(address, tls):
@@ -117,13 +229,22 @@ def test_certificate_names_the_container(address, tls):
     assert status == 200
 
 
-def test_access_log_records_times_and_no_keys(host, address, tls, inv):
+def test_access_log_records_times_the_model_and_no_keys(host, address, tls, inv):
     request(address, tls, "/v1/models", headers={"Authorization": "Bearer " + inv["gateway_api_keys"][0]})
+    post(address, tls, inv["gateway_api_keys"][0], "/v1/completions", {"model": "stub-model-b", "prompt": "hi"})
+    post(address, tls, inv["gateway_api_keys"][0], "/v1/completions", {"model": "nope", "prompt": "hi"})
     lines = [json.loads(line) for line in host.file(ACCESS_LOG).content_string.splitlines()]
-    last = [e for e in lines if e["uri"] == "/v1/models" and e["status"] == 200][-1]
-    assert isinstance(last["request_time"], float)
-    assert last["upstream_response_time"] != "" and last["upstream_status"] == "200"
-    assert last["upstream_addr"] == "127.0.0.1:8000"
+    routed = [e for e in lines if e["uri"] == "/v1/completions" and e["status"] == 200][-1]
+    assert isinstance(routed["request_time"], float)
+    assert routed["upstream_response_time"] != "" and routed["upstream_status"] == "200"
+    assert (routed["upstream_addr"], routed["model"]) == ("127.0.0.1:8001", "stub-model-b")
+    unknown = [e for e in lines if e["uri"] == "/v1/completions" and e["status"] == 404][-1]
+    assert (unknown["model"], unknown["upstream_addr"]) == ("nope", "")
+    listed = [e for e in lines if e["uri"] == "/v1/models" and e["status"] == 200][-1]
+    assert isinstance(listed["request_time"], float) and listed["model"] == ""
+    # What roles/monitoring's mtail program reads (its pattern, etc/mtail/llm-onprem-gateway.mtail.j2).
+    mtail = re.compile(r'"uri":"(?P<uri>[^"]*)","status":(?P<status>\d+),.*"request_time":(?P<request_time>[0-9.]+),')
+    assert all(mtail.search(line) for line in host.file(ACCESS_LOG).content_string.splitlines()[-3:])
     text = host.file(ACCESS_LOG).content_string
     assert all(key not in text for key in inv["gateway_api_keys"] + [inv["gateway_upstream_api_key"]])
 
@@ -131,6 +252,13 @@ def test_access_log_records_times_and_no_keys(host, address, tls, inv):
 def test_site_and_keys_are_root_only(host):
     site = host.file("/etc/nginx/sites-available/llm-onprem-gateway.conf")
     assert site.user == "root" and site.mode == 0o600
+    router = host.file("/etc/nginx/njs/llm-onprem-gateway.js")
+    assert (router.user, router.group, router.mode) == ("root", "root", 0o644)
+    assert (host.file("/etc/nginx/njs").user, host.file("/etc/nginx/njs").mode) == ("root", 0o755)
+    with open(Path(__file__).resolve().parents[3] / "roles/gateway/files/llm-onprem-gateway.js", encoding="utf-8") as f:
+        assert router.content_string == f.read()
+    assert host.package("libnginx-mod-http-js").is_installed
+    assert "ngx_http_js_module.so" in host.check_output("cat /etc/nginx/modules-enabled/*.conf")
     assert host.file("/etc/nginx/sites-enabled/llm-onprem-gateway.conf").linked_to == site.path
     assert not host.file("/etc/nginx/sites-enabled/default").exists
     for key in ("/etc/llm-onprem/gateway/tls/server.key", "/etc/llm-onprem/gateway/tls/ca.key"):

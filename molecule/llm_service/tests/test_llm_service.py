@@ -53,11 +53,20 @@ def wait_healthy(host, seconds):
     return False
 
 
+VERIFY_UNIT = "llm-onprem@verify.service"
+VERIFY_BASE = "http://127.0.0.1:8001"
+
+
 @pytest.fixture(autouse=True)
 def healthy(host):
-    """Every test starts with a serving instance (a restart takes about a minute here)."""
+    """Every test starts with both instances serving (a restart takes about a minute here)."""
     if not wait_healthy(host, 300):
         pytest.fail("the instance is not healthy: " + host.check_output(f"journalctl -u {UNIT} -n 30 --no-pager"))
+    deadline = time.monotonic() + 300
+    while curl(host, "/health", base=VERIFY_BASE)[0] != 200:
+        if time.monotonic() > deadline:
+            pytest.fail("verify is not healthy: " + host.check_output(f"journalctl -u {VERIFY_UNIT} -n 30 --no-pager"))
+        time.sleep(3)
 
 
 def main_pid(host):
@@ -88,6 +97,18 @@ def test_arguments_come_from_the_plan(host):
                 "--dtype bfloat16"):
         assert arg in cmdline, cmdline
     assert "/opt/llm-onprem/envs/serve/bin/vllm serve /var/lib/llm-onprem/models/tiny/r1" in cmdline
+
+
+def test_second_instance_has_its_own_profile(host):
+    """verify's own keys (context, sequences, KV cache) reach its command line; the rest is the site's."""
+    pid = int(host.check_output(f"systemctl show -p MainPID --value {VERIFY_UNIT}"))
+    cmdline = host.file(f"/proc/{pid}/cmdline").content_string.replace("\0", " ") + " "
+    for arg in ("--max-model-len 1024 ", "--max-num-seqs 2 ", "--kv-cache-memory-bytes 134217728 ", "--enforce-eager ",
+                "--served-model-name tiny-r1-verify ", "--port 8001 ", "--dtype bfloat16 "):
+        assert arg in cmdline, cmdline
+    assert "CUDA_VISIBLE_DEVICES" not in host.file("/etc/llm-onprem/service/verify.env").content_string
+    status, body = curl(host, "/v1/models", key=KEY, base=VERIFY_BASE)
+    assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["tiny-r1-verify"]
 
 
 def test_api_key_only_in_a_root_only_file(host):
@@ -201,3 +222,30 @@ def test_gateway_chat_completion(host):
     assert status == 200, body
     message = json.loads(body)["choices"][0]["message"]
     assert message["content"].strip() and (message.get("reasoning") or message.get("reasoning_content"))
+
+
+@pytest.mark.parametrize("model", ["tiny-r1", "tiny-r1-verify"])
+def test_gateway_routes_by_model_name(host, model):
+    """The request's model field picks the instance: the answer names it, and its max_model_len applies."""
+    status, body = curl(host, "/v1/chat/completions", key=CLIENT_KEY, base=gateway(host), cafile=GATEWAY_CA, data={
+        "model": model, "messages": [{"role": "user", "content": "Which model are you?"}], "max_tokens": 16})
+    assert status == 200, body
+    assert json.loads(body)["model"] == model
+    # 1100 tokens fit main's 2048-token context but not verify's 1024: vLLM's own 400 proves the instance.
+    status, body = curl(host, "/v1/completions", key=CLIENT_KEY, base=gateway(host), cafile=GATEWAY_CA, data={
+        "model": model, "prompt": "hi", "max_tokens": 1100})
+    assert status == (200 if model == "tiny-r1" else 400), body[:300]
+
+
+def test_gateway_lists_every_instances_model(host):
+    status, body = curl(host, "/v1/models", key=CLIENT_KEY, base=gateway(host), cafile=GATEWAY_CA)
+    assert status == 200, body
+    assert sorted(m["id"] for m in json.loads(body)["data"]) == ["tiny-r1", "tiny-r1-verify"]
+
+
+def test_gateway_unknown_model_is_404_in_openai_format(host):
+    status, body = curl(host, "/v1/chat/completions", key=CLIENT_KEY, base=gateway(host), cafile=GATEWAY_CA, data={
+        "model": "no-such-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    assert status == 404, body
+    error = json.loads(body)["error"]
+    assert "no-such-model" in error["message"] and error["param"] == "model"
