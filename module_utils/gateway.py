@@ -16,12 +16,18 @@ Plain functions without Ansible imports, unit-tested in tests/unit/test_gateway.
   the njs router (roles/gateway/files/llm-onprem-gateway.js) reads. The role's
   filter plugin (plugins/filter/llm_onprem.py) exposes both to the site template;
   the inventory checks (module_utils/inventory_checks.py) use ``upstream_model``.
+* An entry with ``canary_percent`` (0-100) is a candidate for its model: it gets a
+  pool of its own, and ``model_routes`` tells the router which share of the model's
+  clients go there. ``canary_bucket`` is the router's sticky choice written in
+  Python (the njs function must give the same bucket: tests/unit/test_gateway_njs.py),
+  so a test can say which side a client key lands on.
 
 Who holds the gateway port is module_utils/listen_port.py's job (module listen_port).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 
@@ -36,6 +42,9 @@ POOL_PREFIX = "llm_onprem_pool_"
 # ASCII without whitespace, quotes, backslashes or '$' (it goes into a quoted nginx
 # string read as JSON, where '$' would start a variable).
 MODEL_RE = re.compile(r"^(?!.*[\"'`\\$])[\x21-\x7e]{1,256}$")
+# The canary split: a client key's bucket (0 .. CANARY_BUCKETS - 1) is below
+# percent * CANARY_BUCKETS / 100 on the candidate's side. 10000 buckets: steps of 0.01 %.
+CANARY_BUCKETS = 10000
 
 
 def parse_networks(items):
@@ -108,33 +117,74 @@ def upstream_model(upstream, instances=None):
     return None
 
 
+def canary_percent(upstream):
+    """An entry's canary_percent as a number, or None when it is not a candidate (absent or null)."""
+    value = upstream.get("canary_percent") if isinstance(upstream, dict) else None
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def canary_threshold(percent):
+    """The buckets on the candidate's side for ``percent``: 0 for 0 %, all of them for 100 %."""
+    return max(0, min(CANARY_BUCKETS, int(round(float(percent) * CANARY_BUCKETS / 100))))
+
+
+def canary_bucket(key):
+    """A client key's bucket: the first 4 bytes of its SHA-256 (big-endian) modulo CANARY_BUCKETS.
+
+    The same key always has the same bucket, so a client stays on one side while the
+    percent stays; raising the percent only moves clients from stable to candidate.
+    """
+    return int.from_bytes(hashlib.sha256(str(key).encode("utf-8")).digest()[:4], "big") % CANARY_BUCKETS
+
+
 def model_pools(upstreams, instances=None):
     """The upstreams grouped by served model name, in the order the models first appear.
 
     Each pool: ``{"name": "llm_onprem_pool_<i>", "model": <name or None>, "upstreams":
-    [entries]}``. Entries whose model nobody names (a site that never said, the
-    gateway in front of other hosts' instances) form one pool with model None.
+    [entries], "candidate": False}``. Entries whose model nobody names (a site that
+    never said, the gateway in front of other hosts' instances) form one pool with
+    model None. A model's candidates (entries with ``canary_percent``) form a pool of
+    their own, ``"candidate": True`` with the ``canary_percent`` of the first, after
+    every stable pool (adding a candidate renames no stable pool). A candidate whose
+    model is unknown, or the only entry of its model, is served as a stable one (the
+    inventory checks refuse both).
     """
-    pools, by_model = [], {}
-    for upstream in upstreams if isinstance(upstreams, (list, tuple)) else []:
-        if not isinstance(upstream, dict):
+    stable, candidates, by_model = [], {}, {}
+    entries = [u for u in (upstreams if isinstance(upstreams, (list, tuple)) else []) if isinstance(u, dict)]
+    served = [upstream_model(u, instances) for u in entries]
+    has_stable = {m for u, m in zip(entries, served, strict=True) if canary_percent(u) is None}
+    for upstream, model in zip(entries, served, strict=True):
+        if canary_percent(upstream) is not None and model is not None and model in has_stable:
+            candidates.setdefault(model, []).append(upstream)
             continue
-        model = upstream_model(upstream, instances)
         if model not in by_model:
-            by_model[model] = {"name": f"{POOL_PREFIX}{len(pools)}", "model": model, "upstreams": []}
-            pools.append(by_model[model])
+            by_model[model] = {"name": f"{POOL_PREFIX}{len(stable)}", "model": model, "upstreams": [],
+                               "candidate": False}
+            stable.append(by_model[model])
         by_model[model]["upstreams"].append(upstream)
+    pools = list(stable)
+    for model, members in candidates.items():
+        pools.append({"name": f"{POOL_PREFIX}{len(pools)}", "model": model, "upstreams": members,
+                      "candidate": True, "canary_percent": canary_percent(members[0])})
     return pools
 
 
 def model_routes(pools):
-    """The njs router's table: ``{"models": {model: pool}, "pools": [pool, ...]}``.
+    """The njs router's table: ``{"models": {model: pool}, "pools": [pool, ...], "canary": {...}}``.
 
     ``models`` is empty when no pool has a model name: every request then goes to
     the one pool, whatever its body names (the instances answer for themselves).
-    ``pools`` lists every pool, whose /v1/models the gateway merges.
+    ``pools`` lists every stable pool, whose /v1/models the gateway merges (a
+    candidate serves a name its stable pool already lists). ``canary``: for each
+    model with a candidate, ``{"pool": its pool, "percent": canary_percent,
+    "threshold": buckets below which a client key goes there}``.
     """
     return {
-        "models": {p["model"]: p["name"] for p in pools if p["model"] is not None},
-        "pools": [p["name"] for p in pools],
+        "models": {p["model"]: p["name"] for p in pools if p["model"] is not None and not p.get("candidate")},
+        "pools": [p["name"] for p in pools if not p.get("candidate")],
+        "canary": {p["model"]: {"pool": p["name"], "percent": p["canary_percent"],
+                                "threshold": canary_threshold(p["canary_percent"])}
+                   for p in pools if p.get("candidate")},
     }

@@ -762,10 +762,34 @@ def _combos_gateway(r):
                   f"the instance on port {port} serves ({show('', upstream_model(dict(u, model=None), instances))}, its "
                   "served_model_name or name in llm_service_instances): leave model out, the gateway takes the "
                   "instance's.", "llm_service_instances")
+        percent = u.get("canary_percent")
+        if percent is not None and (isinstance(percent, bool) or not isinstance(percent, (int, float))
+                                    or not 0 <= percent <= 100):
+            problems.append(f"canary_percent {show('', percent)} must be a number from 0 to 100 (the share of its "
+                            "model's clients the candidate gets; 0 keeps it configured and sends it nothing)")
         for problem in problems:
             r.add("gateway_upstreams", f"gateway_upstreams entry {_label(u)}: {problem}.")
     # The gateway routes by the request's model: when some upstreams' models are known, every one's must be.
     served = [upstream_model(u, instances) for u in upstreams]
+    # Canary: a candidate (canary_percent set) takes a share of its model's clients from that model's stable entries.
+    candidates, stable = {}, set()
+    for u, model in zip(upstreams, served, strict=True):
+        if u.get("canary_percent") is None:
+            stable.add(model)
+        elif model is None:
+            r.add("gateway_upstreams", f"gateway_upstreams entry {_label(u)}: it has canary_percent but the gateway "
+                  "cannot tell which model it serves: give it model: <the served model name of its stable entries>.")
+        else:
+            candidates.setdefault(model, []).append(u)
+    for model, members in candidates.items():
+        if len(members) > 1:
+            r.add("gateway_upstreams", f"gateway_upstreams entries {', '.join(_label(u) for u in members)} are all "
+                  f"canary candidates for model {show('', model)}: at most one candidate per model; remove "
+                  "canary_percent from all but one.")
+        if model not in stable:
+            r.add("gateway_upstreams", f"gateway_upstreams entry {_label(members[0])}: canary candidate for model "
+                  f"{show('', model)}, but no entry without canary_percent serves that model: a candidate takes its "
+                  "share from a stable upstream of the same model. Add the stable one, or remove canary_percent.")
     if any(m is not None for m in served):
         for u, model in zip(upstreams, served, strict=True):
             if model is None:

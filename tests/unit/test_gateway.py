@@ -94,7 +94,7 @@ def test_model_pools_group_replicas_in_first_seen_order():
     ]
     assert pools[0]["upstreams"][1] is upstreams[2]  # entries as given (host, weight)
     assert gw.model_routes(pools) == {"models": {"r1": "llm_onprem_pool_0", "coder": "llm_onprem_pool_1"},
-                                      "pools": ["llm_onprem_pool_0", "llm_onprem_pool_1"]}
+                                      "pools": ["llm_onprem_pool_0", "llm_onprem_pool_1"], "canary": {}}
 
 
 @pytest.mark.parametrize(
@@ -102,15 +102,76 @@ def test_model_pools_group_replicas_in_first_seen_order():
     [
         # Nothing names a model: one group, every request goes there whatever its model.
         ([{"name": "a", "port": 8000}, {"name": "b", "port": 8001}], None,
-         {"models": {}, "pools": ["llm_onprem_pool_0"]}),
+         {"models": {}, "pools": ["llm_onprem_pool_0"], "canary": {}}),
         ([{"name": "a", "port": 8000, "model": "x"}], None, {"models": {"x": "llm_onprem_pool_0"},
-                                                             "pools": ["llm_onprem_pool_0"]}),
-        ([], INSTANCES, {"models": {}, "pools": []}),
-        (None, INSTANCES, {"models": {}, "pools": []}),
+                                                             "pools": ["llm_onprem_pool_0"], "canary": {}}),
+        ([], INSTANCES, {"models": {}, "pools": [], "canary": {}}),
+        (None, INSTANCES, {"models": {}, "pools": [], "canary": {}}),
     ],
 )
 def test_model_routes(upstreams, instances, routes):
     assert gw.model_routes(gw.model_pools(upstreams, instances)) == routes
+
+
+CANARY = [
+    {"name": "main", "port": 8000},
+    {"name": "coder", "port": 8001},
+    {"name": "main-next", "port": 8002, "model": "r1", "canary_percent": 5},
+]
+
+
+def test_a_candidate_gets_a_pool_after_the_stable_ones():
+    pools = gw.model_pools(CANARY, INSTANCES)
+    assert [(p["name"], p["model"], p["candidate"], [u["name"] for u in p["upstreams"]]) for p in pools] == [
+        ("llm_onprem_pool_0", "r1", False, ["main"]),
+        ("llm_onprem_pool_1", "coder", False, ["coder"]),
+        ("llm_onprem_pool_2", "r1", True, ["main-next"]),
+    ]
+    assert pools[2]["canary_percent"] == 5
+    # Adding the candidate renames no stable pool.
+    assert [p["name"] for p in gw.model_pools(CANARY[:2], INSTANCES)] == ["llm_onprem_pool_0", "llm_onprem_pool_1"]
+    assert gw.model_routes(pools) == {
+        "models": {"r1": "llm_onprem_pool_0", "coder": "llm_onprem_pool_1"},
+        "pools": ["llm_onprem_pool_0", "llm_onprem_pool_1"],  # /v1/models: the stable pools list r1 already
+        "canary": {"r1": {"pool": "llm_onprem_pool_2", "percent": 5, "threshold": 500}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("upstreams", "canary"),
+    [
+        # 0: the rollback state, configured but sent nothing; 100: everything; fractions to 0.01 %.
+        ([{"name": "a", "port": 1, "model": "m"}, {"name": "b", "port": 2, "model": "m", "canary_percent": 0}],
+         {"m": {"pool": "llm_onprem_pool_1", "percent": 0, "threshold": 0}}),
+        ([{"name": "a", "port": 1, "model": "m"}, {"name": "b", "port": 2, "model": "m", "canary_percent": 100}],
+         {"m": {"pool": "llm_onprem_pool_1", "percent": 100, "threshold": 10000}}),
+        ([{"name": "a", "port": 1, "model": "m"}, {"name": "b", "port": 2, "model": "m", "canary_percent": 2.5}],
+         {"m": {"pool": "llm_onprem_pool_1", "percent": 2.5, "threshold": 250}}),
+        # null is no canary; a candidate alone or of an unknown model is served as stable (inventory checks refuse).
+        ([{"name": "a", "port": 1, "model": "m"}, {"name": "b", "port": 2, "model": "m", "canary_percent": None}], {}),
+        ([{"name": "b", "port": 2, "model": "m", "canary_percent": 5}], {}),
+        ([{"name": "a", "port": 1}, {"name": "b", "port": 2, "canary_percent": 5}], {}),
+        ([{"name": "a", "port": 1, "model": "m"}, {"name": "b", "port": 2, "model": "m", "canary_percent": True}], {}),
+    ],
+    ids=["zero", "hundred", "fraction", "null", "alone", "unknown-model", "bool"],
+)
+def test_canary_routes(upstreams, canary):
+    assert gw.model_routes(gw.model_pools(upstreams))["canary"] == canary
+
+
+@pytest.mark.parametrize(
+    ("percent", "threshold"),
+    [(0, 0), (0.001, 0), (0.01, 1), (5, 500), (12.345, 1234), (99.99, 9999), (100, 10000), (250, 10000), (-1, 0)],
+)
+def test_canary_threshold(percent, threshold):
+    assert gw.canary_threshold(percent) == threshold
+
+
+def test_canary_bucket_is_stable_and_in_range():
+    assert gw.canary_bucket("abc") == 0xBA7816BF % 10000  # sha256("abc") starts ba7816bf
+    assert gw.canary_bucket("abc") == gw.canary_bucket("abc")
+    buckets = [gw.canary_bucket(f"key{i}") for i in range(2000)]
+    assert all(0 <= b < 10000 for b in buckets) and len(set(buckets)) > 1500
 
 
 @pytest.mark.parametrize(

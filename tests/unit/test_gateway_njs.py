@@ -39,7 +39,8 @@ var logs = [];
 var r = {
     method: c.method,
     variables: {llm_onprem_routes: JSON.stringify(c.routes), llm_onprem_pool: 'llm_onprem_instances',
-                llm_onprem_model: ''},
+                llm_onprem_model: '', llm_onprem_side: '', llm_onprem_bearer_ok: c.bearer_ok ? '1' : '0'},
+    headersIn: c.headers,
     headersOut: {},
     subrequests: [],
     error: function (m) { logs.push('error: ' + m); },
@@ -62,6 +63,7 @@ Object.defineProperty(r, 'requestText', {get: function () {
 function done(what) {
     what.pool = r.variables.llm_onprem_pool;
     what.model = r.variables.llm_onprem_model;
+    what.side = r.variables.llm_onprem_side;
     what.content_type = r.headersOut['Content-Type'] || null;
     what.subrequests = r.subrequests;
     what.logs = logs;
@@ -76,6 +78,15 @@ TWO = gw.model_routes(gw.model_pools([{"name": "a", "port": 8000, "model": "stub
 ONE = gw.model_routes(gw.model_pools([{"name": "main", "port": 8000}], [{"name": "main", "port": 8000,
                                                                            "served_model_name": "r1"}]))
 BLIND = gw.model_routes(gw.model_pools([{"name": "main", "port": 8000}]))
+CLIENT_KEY = "test0client0key0aaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+
+def canary_routes(percent):
+    """TWO plus a candidate for stub-a (its own group, llm_onprem_pool_2) at ``percent``."""
+    return gw.model_routes(gw.model_pools([{"name": "a", "port": 8000, "model": "stub-a"},
+                                           {"name": "b", "port": 8001, "model": "stub-b"},
+                                           {"name": "a-next", "port": 8002, "model": "stub-a",
+                                            "canary_percent": percent}]))
 
 
 def err(status, kind, message, param):
@@ -94,9 +105,12 @@ def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("njs")
     (work / "driver.js").write_text(DRIVER)
 
-    def call(handler, routes, method="POST", body=None, replies=None, body_in_file=False):
+    def call(handler, routes, method="POST", body=None, replies=None, body_in_file=False, headers=None,
+             bearer_ok=True):
+        """``headers`` (default: the client key as bearer) and whether the site's bearer map matched."""
+        headers = {"Authorization": "Bearer " + CLIENT_KEY} if headers is None else headers
         case = {"handler": handler, "routes": routes, "method": method, "body": body, "replies": replies or {},
-                "body_in_file": body_in_file}
+                "body_in_file": body_in_file, "headers": headers, "bearer_ok": bearer_ok}
         proc = subprocess.run([NJS, "-q", "-t", "module", "-p", str(ROUTER.parent), str(work / "driver.js"),
                                json.dumps(case)], capture_output=True, text=True, timeout=30, check=False)
         assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -108,9 +122,12 @@ def run(tmp_path_factory):
 
 def test_the_tables_are_what_the_router_expects():
     assert TWO == {"models": {"stub-a": "llm_onprem_pool_0", "stub-b": "llm_onprem_pool_1"},
-                   "pools": ["llm_onprem_pool_0", "llm_onprem_pool_1"]}
-    assert ONE == {"models": {"r1": "llm_onprem_pool_0"}, "pools": ["llm_onprem_pool_0"]}
-    assert BLIND == {"models": {}, "pools": ["llm_onprem_pool_0"]}
+                   "pools": ["llm_onprem_pool_0", "llm_onprem_pool_1"], "canary": {}}
+    assert ONE == {"models": {"r1": "llm_onprem_pool_0"}, "pools": ["llm_onprem_pool_0"], "canary": {}}
+    assert BLIND == {"models": {}, "pools": ["llm_onprem_pool_0"], "canary": {}}
+    assert canary_routes(5) == {"models": {"stub-a": "llm_onprem_pool_0", "stub-b": "llm_onprem_pool_1"},
+                                "pools": ["llm_onprem_pool_0", "llm_onprem_pool_1"],
+                                "canary": {"stub-a": {"pool": "llm_onprem_pool_2", "percent": 5, "threshold": 500}}}
 
 
 # (case id, routes, method, body, expected pool, expected logged model)
@@ -220,3 +237,117 @@ def test_models_with_another_method_goes_to_the_instances(run):
     got = run("models", TWO, "POST", body="{}")
     assert got["redirect"] == "@llm_onprem_route" and got["pool"] == "llm_onprem_instances"
     assert got["subrequests"] == []
+
+
+# The canary split. SPLIT runs the real route() once per key in one njs process
+# (a fresh stand-in request for each, the key as its bearer) and prints the group
+# each went to; BUCKETS prints the router's bucket of each key.
+SPLIT = """
+import router from 'llm-onprem-gateway.js';
+
+var c = JSON.parse(require('fs').readFileSync(process.argv[process.argv.length - 1], 'utf8'));
+var out = [];
+c.keys.forEach(function (key) {
+    if (c.buckets) {
+        return;
+    }
+    var r = {
+        method: 'POST',
+        variables: {llm_onprem_routes: JSON.stringify(c.routes), llm_onprem_pool: 'llm_onprem_instances',
+                    llm_onprem_model: '', llm_onprem_side: '', llm_onprem_bearer_ok: '1'},
+        headersIn: {Authorization: 'Bearer ' + key},
+        headersOut: {},
+        requestText: c.body,
+        error: function () {}, warn: function () {},
+        return: function (status) { out.push('status ' + status); },
+        internalRedirect: function () { out.push(r.variables.llm_onprem_pool + ' ' + r.variables.llm_onprem_side); }
+    };
+    router.route(r);
+});
+// One line each: njs's console.log breaks long lines.
+(c.buckets ? c.keys.map(function (key) { return router.bucket(key); }) : out).forEach(function (x) {
+    console.log(JSON.stringify(x));
+});
+"""
+# Synthetic client keys, shaped as the site's (the same prefix, a running number).
+KEYS = [f"synthetic0client0key0{i:06d}0xxxxxxxxxxxx" for i in range(10000)]
+# (stable group, candidate group) of canary_routes.
+STABLE, CANDIDATE = "llm_onprem_pool_0 stable", "llm_onprem_pool_2 candidate"
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    if NJS is None:
+        pytest.skip("njs is not installed (Debian package njs; tests/harness/install-deps.sh installs it)")
+    work = tmp_path_factory.mktemp("njs-split")
+    (work / "split.js").write_text(SPLIT)
+
+    def call(routes, keys, body='{"model": "stub-a"}', buckets=False):
+        # The keys in a file: 10,000 of them are more than one command-line argument may hold.
+        (work / "case.json").write_text(json.dumps({"routes": routes, "keys": keys, "body": body, "buckets": buckets}))
+        proc = subprocess.run([NJS, "-q", "-t", "module", "-p", str(ROUTER.parent), str(work / "split.js"),
+                               str(work / "case.json")], capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        return [json.loads(line) for line in proc.stdout.splitlines()]
+    return call
+
+
+def test_the_routers_bucket_is_the_python_one(split):
+    keys = KEYS[:2000] + ["a", "molecule.client+key/two=2-_bbbbbbbbbbbbbbbbbbbbb", "é-not-ascii"]
+    assert split(None, keys, buckets=True) == [gw.canary_bucket(k) for k in keys]
+
+
+def test_canary_bucket_is_sha256s_first_four_bytes():
+    # sha256("abc") = ba7816bf...: 0xba7816bf = 3128432319, mod 10000 = 2319.
+    assert gw.canary_bucket("abc") == 2319
+    assert {gw.canary_bucket(k) for k in KEYS[:100]} <= set(range(10000))
+
+
+@pytest.mark.parametrize("percent", [0, 5, 25, 50, 100, 0.5])
+def test_the_split_is_the_bucket_below_the_threshold(split, percent):
+    """Every key goes where its bucket says (exactly), and the observed share is within
+    3 binomial standard deviations of the percent: for n = 10,000 keys and p = 5 %,
+    sqrt(p (1 - p) / n) = 0.22 %, so 5 % +- 0.65 % (at 50 %: +- 1.5 %)."""
+    got = split(canary_routes(percent), KEYS)
+    threshold = gw.canary_threshold(percent)
+    assert got == [CANDIDATE if gw.canary_bucket(k) < threshold else STABLE for k in KEYS]
+    share = got.count(CANDIDATE) / len(KEYS)
+    p = percent / 100
+    assert abs(share - p) <= 3 * (p * (1 - p) / len(KEYS)) ** 0.5 + 1e-9, (percent, share)
+    if percent == 0:
+        assert CANDIDATE not in got  # the rollback state: the candidate stays configured, gets nothing
+    if percent == 100:
+        assert STABLE not in got
+
+
+def test_the_split_is_sticky_and_monotone(split):
+    steps = [0, 1, 5, 25, 50, 100]
+    sides = {p: split(canary_routes(p), KEYS[:3000]) for p in steps}
+    assert split(canary_routes(5), KEYS[:3000]) == sides[5]  # the same keys, the same sides
+    for low, high in zip(steps, steps[1:], strict=False):
+        moved = [(a, b) for a, b in zip(sides[low], sides[high], strict=True) if a != b]
+        assert all(m == (STABLE, CANDIDATE) for m in moved), (low, high)  # raising only moves to the candidate
+
+
+def test_the_split_leaves_other_models_and_nameless_requests_alone(split):
+    routes = canary_routes(100)
+    assert set(split(routes, KEYS[:50], body='{"model": "stub-b"}')) == {"llm_onprem_pool_1 "}
+    assert set(split(routes, KEYS[:50], body='{"model": "nope"}')) == {"status 404"}
+    one = gw.model_routes(gw.model_pools([{"name": "a", "port": 8000, "model": "m"},
+                                          {"name": "c", "port": 8001, "model": "m", "canary_percent": 100}]))
+    assert set(split(one, KEYS[:50], body="{}")) == {"llm_onprem_pool_1 candidate"}  # the only model, split too
+
+
+@pytest.mark.parametrize(("headers", "bearer_ok", "key"), [
+    ({"Authorization": "Bearer " + CLIENT_KEY}, True, CLIENT_KEY),
+    ({"Authorization": "bearer   " + CLIENT_KEY}, True, CLIENT_KEY),
+    ({"X-Api-Key": CLIENT_KEY}, False, CLIENT_KEY),
+    ({"Authorization": "Bearer not-the-checked-one", "X-Api-Key": CLIENT_KEY}, False, CLIENT_KEY),
+], ids=["bearer", "bearer-lowercase", "x-api-key", "bad-bearer-good-header"])
+def test_the_side_follows_the_key_the_site_checked(run, headers, bearer_ok, key):
+    percent = 50
+    case = run("route", canary_routes(percent), "POST", '{"model": "stub-a"}', headers=headers, bearer_ok=bearer_ok)
+    expected = "candidate" if gw.canary_bucket(key) < gw.canary_threshold(percent) else "stable"
+    assert case["side"] == expected and case["pool"] == ("llm_onprem_pool_2" if expected == "candidate"
+                                                         else "llm_onprem_pool_0")
+    assert key not in json.dumps(case["logs"])

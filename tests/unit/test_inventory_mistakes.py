@@ -167,6 +167,19 @@ CASES = [
     ("gateway-upstream-model-unknown", {GW: {"gateway_upstreams": [
         {"name": "main", "port": 8000}, {"name": "spare", "host": "10.20.0.7", "port": 8000}]}},
      "gateway_upstreams entry \"spare\": the gateway cannot tell which model"),
+    ("gateway-canary-percent-range", {GW: {"gateway_upstreams": [
+        {"name": "main", "port": 8000}, {"name": "next", "host": "10.20.0.7", "port": 8000, "model": "r1",
+                                         "canary_percent": 150}]}},
+     "gateway_upstreams entry \"next\": canary_percent 150 must be a number from 0 to 100"),
+    ("gateway-canary-two-candidates", {GW: {"gateway_upstreams": [
+        {"name": "main", "port": 8000},
+        {"name": "next", "host": "10.20.0.7", "port": 8000, "model": "r1", "canary_percent": 5},
+        {"name": "other", "host": "10.20.0.8", "port": 8000, "model": "r1", "canary_percent": 5}]}},
+     "at most one candidate per model"),
+    ("gateway-canary-no-stable", {GW: {"gateway_upstreams": [
+        {"name": "main", "port": 8000}, {"name": "next", "host": "10.20.0.7", "port": 8000, "model": "r2",
+                                         "canary_percent": 5}]}},
+     "no entry without canary_percent serves that model"),
     ("gateway-network-prefix", {GW: {"gateway_allowed_networks": ["10.20.0.0/33"]}}, "gateway_allowed_networks"),
     ("gateway-networks-empty", {GW: {"gateway_allowed_networks": []}}, "gateway_allowed_networks"),
     ("gateway-body-size", {GW: {"gateway_client_max_body_size": "10 MB"}}, "gateway_client_max_body_size"),

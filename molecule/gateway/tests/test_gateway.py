@@ -2,10 +2,14 @@
 
 Every request goes over the network from this machine (10.88.0.1) to nginx in the
 container, with TLS verified against the CA the role fetched (its certificate names
-the container's address). Values asserted: molecule.yml's inventory (test keys, two
-stub backends: stub-a on 127.0.0.1:8000 serving stub-model-a and stub-b on :8001
-serving stub-model-b, a 64k body limit) and the role's defaults (/healthz, port 443).
-The stubs echo which of them answered, so the routing by model name is seen from here.
+the container's address). Values asserted: molecule.yml's inventory (test keys, three
+stub backends: stub-a on 127.0.0.1:8000 serving stub-model-a, stub-b on :8001
+serving stub-model-b and stub-a-next on :8002, a canary candidate for stub-model-a
+at 5 %; a 64k body limit) and the role's defaults (/healthz, port 443). The stubs
+echo which of them answered, so the routing by model name and the canary split are
+seen from here. The canary's side of a key is computed with module_utils/gateway.py
+(canary_bucket, the router's hash written in Python; tests/unit/test_gateway_njs.py
+proves they agree).
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ import json
 import os
 import re
 import ssl
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "module_utils"))
+import gateway as gw  # noqa: E402
 
 CA = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "gateway-ca.crt")
 ACCESS_LOG = "/var/log/nginx/llm-onprem-gateway.access.log"
@@ -27,13 +35,26 @@ PROTECTED = ["/v1/models", "/v1/chat/completions", "/metrics", "/", "/anything"]
 # Paths the stubs answer with an echo of the request (not routed by model: any instance).
 ECHOED = ["/v1/chat/completions", "/metrics", "/", "/anything"]
 BACKENDS = {"stub-model-a": ("stub-a", "127.0.0.1:8000"), "stub-model-b": ("stub-b", "127.0.0.1:8001")}
+CANDIDATE = ("stub-a-next", "127.0.0.1:8002")  # canary for stub-model-a
+CANARY_PERCENT = 5
+
+
+def backend_for(model, key, percent=CANARY_PERCENT):
+    """Where the gateway must send a request for ``model`` from the client with ``key``."""
+    if model == "stub-model-a" and gw.canary_bucket(key) < gw.canary_threshold(percent):
+        return CANDIDATE
+    return BACKENDS[model]
 
 
 @pytest.fixture(scope="module")
 def inv():
     """The scenario's inventory values (the verifier connects with podman, not Ansible)."""
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "molecule.yml").read_text())
-    return config["provisioner"]["inventory"]["group_vars"]["all"]
+    values = dict(config["provisioner"]["inventory"]["group_vars"]["all"])
+    # gateway_api_keys is a template there: the two named keys, then the canary's synthetic clients.
+    values["gateway_api_keys"] = values["molecule_gateway_client_keys"]
+    values["canary_keys"] = [f"molecule0canary0client0key00000{i}" for i in range(1000)]
+    return values
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +138,7 @@ def test_each_model_goes_to_its_backend(address, tls, inv, path, model):
             status, _, out = post(address, tls, key, path, {"model": model, "prompt": "hi"})
             assert status == 200, out
             seen = json.loads(out)
-            assert (seen["backend"], seen["model"], seen["path"]) == (BACKENDS[model][0], model, path)
+            assert (seen["backend"], seen["model"], seen["path"]) == (backend_for(model, key)[0], model, path)
             assert seen["upstream_key_ok"] is True and seen["x_api_key_present"] is False
             assert key not in out.decode()
 
@@ -247,6 +268,69 @@ def test_access_log_records_times_the_model_and_no_keys(host, address, tls, inv)
     assert all(mtail.search(line) for line in host.file(ACCESS_LOG).content_string.splitlines()[-3:])
     text = host.file(ACCESS_LOG).content_string
     assert all(key not in text for key in inv["gateway_api_keys"] + [inv["gateway_upstream_api_key"]])
+    assert (routed["pool"], routed["side"]) == ("llm_onprem_pool_1", "")  # stub-model-b has no canary
+    assert (listed["pool"], listed["side"]) == ("llm_onprem_instances", "")
+
+
+def canary_run(address, tls, keys, model="stub-model-a"):
+    """One request per key over one keepalive connection: the backend name that answered each."""
+    conn = http.client.HTTPSConnection(address, 443, context=tls, timeout=10)
+    seen = []
+    try:
+        for key in keys:
+            conn.request("POST", "/v1/completions", body=json.dumps({"model": model, "prompt": "hi"}),
+                         headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == 200, body
+            seen.append(json.loads(body)["backend"])
+    finally:
+        conn.close()
+    return seen
+
+
+def test_canary_share_is_the_hash_and_near_the_percent(host, address, tls, inv):
+    """1,000 clients (keys), one request each. Exact: each lands where its key's bucket says.
+    Statistical: the candidate's share is within 3 binomial standard deviations of 5 %:
+    sqrt(0.05 * 0.95 / 1000) = 0.69 %, so 5 % +- 2.07 % (2.93 % to 7.07 %)."""
+    keys = inv["canary_keys"]
+    seen = canary_run(address, tls, keys)
+    assert seen == [backend_for("stub-model-a", k)[0] for k in keys]
+    share = seen.count(CANDIDATE[0]) / len(keys)
+    tolerance = 3 * (0.05 * 0.95 / len(keys)) ** 0.5
+    assert abs(share - 0.05) <= tolerance, share
+    print(f"canary share {share:.3f} over {len(keys)} keys (5 % +- {tolerance:.4f})")
+    # The access log says which side answered, for monitoring to count.
+    time.sleep(0.5)  # nginx writes a request's line as it finishes it
+    lines = [e for e in map(json.loads, host.file(ACCESS_LOG).content_string.splitlines())
+             if e["uri"] == "/v1/completions"][-len(keys):]
+    assert [e["side"] for e in lines] == ["candidate" if b == CANDIDATE[0] else "stable" for b in seen]
+    assert {(e["side"], e["pool"], e["upstream_addr"]) for e in lines} == {
+        ("candidate", "llm_onprem_pool_2", CANDIDATE[1]), ("stable", "llm_onprem_pool_0", BACKENDS["stub-model-a"][1])}
+    # Another model's requests never go to the candidate.
+    assert set(canary_run(address, tls, keys[:200], "stub-model-b")) == {"stub-b"}
+
+
+def test_canary_is_sticky_per_client(address, tls, inv):
+    keys = inv["canary_keys"]
+    candidates = [k for k in keys if backend_for("stub-model-a", k) == CANDIDATE][:5]
+    stable = [k for k in keys if backend_for("stub-model-a", k) != CANDIDATE][:5]
+    for key in candidates + stable:
+        assert set(canary_run(address, tls, [key] * 20)) == {backend_for("stub-model-a", key)[0]}, key
+    # The same key sent as x-api-key lands on the same side.
+    status, _, out = post(address, tls, candidates[0], "/v1/completions", {"model": "stub-model-a"})
+    assert status == 200
+    status, _, out = request(address, tls, "/v1/completions", "POST", {"X-Api-Key": candidates[0]},
+                             json.dumps({"model": "stub-model-a"}))
+    assert status == 200 and json.loads(out)["backend"] == CANDIDATE[0]
+
+
+def test_canary_candidate_is_left_out_of_the_other_paths(address, tls, inv):
+    """/v1/models lists the model once; the paths that go to any instance never reach the candidate."""
+    key = inv["gateway_api_keys"][0]
+    for _ in range(30):
+        status, _, out = request(address, tls, "/metrics", headers={"Authorization": "Bearer " + key})
+        assert status == 200 and json.loads(out)["backend"] in ("stub-a", "stub-b")
 
 
 def test_site_and_keys_are_root_only(host):

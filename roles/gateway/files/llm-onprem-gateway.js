@@ -4,8 +4,9 @@
 //
 // The site gives it, in $llm_onprem_routes, the table module_utils/gateway.py
 // makes from the inventory: {"models": {served model name: upstream group},
-// "pools": [every upstream group]}. An empty "models" means no model name is
-// known: every request goes to the one group.
+// "pools": [every stable upstream group], "canary": {served model name: {"pool":
+// the candidate's group, "percent", "threshold"}}}. An empty "models" means no
+// model name is known: every request goes to the one group.
 //
 // route  (POST on the paths whose JSON body names a model): the body's "model"
 //        picks the upstream group ($llm_onprem_pool), then an internal redirect to
@@ -13,6 +14,11 @@
 //        model: 404 as vLLM answers it; no model: the only model, or 400 when there
 //        are several; a body that is not JSON: 400. Other methods go to every
 //        instance (llm_onprem_instances), which answer for themselves.
+//        Canary split: for a model with a candidate, the client's key (the one the
+//        site checked: the Authorization bearer, else x-api-key) picks the side,
+//        sticky: bucket = first 4 bytes of SHA-256(key), big-endian, mod 10000;
+//        bucket < threshold (percent * 100) goes to the candidate. The key is never
+//        logged; $llm_onprem_side says "stable" or "candidate" for the access log.
 // models (GET /v1/models): every group's /v1/models (subrequests), their "data"
 //        merged and de-duplicated by id; 502 when none answers.
 //
@@ -22,6 +28,9 @@ var ROUTE_LOCATION = '@llm_onprem_route';
 var MODELS_URI = '/_llm_onprem/models/';
 // How much of a model name the access log keeps.
 var LOG_MODEL_MAX = 256;
+// The canary split's buckets (module_utils/gateway.py CANARY_BUCKETS).
+var CANARY_BUCKETS = 10000;
+var crypto = require('crypto');
 
 function hasOwn(object, key) {
     return Object.prototype.hasOwnProperty.call(object, key);
@@ -43,6 +52,36 @@ function forward(r, pool) {
         r.variables.llm_onprem_pool = pool;
     }
     r.internalRedirect(ROUTE_LOCATION);
+}
+
+// A client key's bucket, as module_utils/gateway.py canary_bucket computes it.
+function bucket(key) {
+    var hex = crypto.createHash('sha256').update(key).digest('hex');
+    return parseInt(hex.slice(0, 8), 16) % CANARY_BUCKETS;
+}
+
+// The key the site accepted: the bearer when it matched, else the x-api-key header.
+function clientKey(r) {
+    var auth;
+    if (r.variables.llm_onprem_bearer_ok === '1') {
+        auth = r.headersIn.Authorization || '';
+        return auth.replace(/^[Bb]earer +/, '');
+    }
+    return r.headersIn['X-Api-Key'] || '';
+}
+
+// The model's group, or its candidate's for the clients whose bucket is below the threshold.
+function pick(r, table, model) {
+    var canary = table.canary && hasOwn(table.canary, model) ? table.canary[model] : null;
+    if (canary === null) {
+        return table.models[model];
+    }
+    if (canary.threshold > 0 && bucket(clientKey(r)) < canary.threshold) {
+        r.variables.llm_onprem_side = 'candidate';
+        return canary.pool;
+    }
+    r.variables.llm_onprem_side = 'stable';
+    return table.models[model];
 }
 
 function route(r) {
@@ -79,7 +118,7 @@ function route(r) {
                 + known.join(', ') + '. Set "model" to one of them.', 'model');
             return;
         }
-        forward(r, table.pools[0]);
+        forward(r, known.length === 1 ? pick(r, table, known[0]) : table.pools[0]);
         return;
     }
     if (typeof model !== 'string') {
@@ -95,7 +134,7 @@ function route(r) {
         sendError(r, 404, 'NotFoundError', 'The model `' + model + '` does not exist.', 'model');
         return;
     }
-    forward(r, table.models[model]);
+    forward(r, pick(r, table, model));
 }
 
 function listOf(reply) {
@@ -156,4 +195,4 @@ function models(r) {
     });
 }
 
-export default {route: route, models: models};
+export default {route: route, models: models, bucket: bucket};
