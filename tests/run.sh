@@ -60,8 +60,8 @@ run_stage() {
 # finds it built.
 stage_weight() {
   case "$1" in
-    kvm) echo 15 ;; molecule-llm_service) echo 11 ;; molecule-llm_runtime|molecule-monitoring) echo 10 ;;
-    molecule-quantize) echo 6 ;; molecule-nvidia_driver) echo 4 ;; molecule-gateway|molecule-model_store) echo 3 ;;
+    kvm) echo 15 ;; molecule-llm_service) echo 12 ;; molecule-llm_runtime|molecule-monitoring) echo 10 ;;
+    molecule-quantize|molecule-gateway) echo 6 ;; molecule-nvidia_driver) echo 4 ;; molecule-model_store) echo 3 ;;
     molecule-host_tuning) echo 2 ;; molecule-preflight) echo 1 ;;
     *) echo 5 ;;
   esac
