@@ -26,10 +26,12 @@ import urllib.parse
 
 try:  # as a module_utils of a module on a host
     from ansible.module_utils.gateway import MODEL_RE, parse_networks, upstream_model
+    from ansible.module_utils.llm_host_plan import default_gpu_count, instance_share
     from ansible.module_utils.llm_sizing import FOUR_BIT, KEEPABLE_MODULES, WEIGHT_FORMATS
     from ansible.module_utils.nvidia_driver import branch_supports_cuda
 except ImportError:  # on the control node (filter plugin) and in unit tests: module_utils/ is on sys.path
     from gateway import MODEL_RE, parse_networks, upstream_model
+    from llm_host_plan import default_gpu_count, instance_share
     from llm_sizing import FOUR_BIT, KEEPABLE_MODULES, WEIGHT_FORMATS
     from nvidia_driver import branch_supports_cuda
 
@@ -628,14 +630,17 @@ INSTANCE_PROFILE_RULES = {
 
 def _instance_gpu_shares(r, instances):
     """{gpu index: {instance: share}} of a multi-instance GPU placement (see _combos_llm_service)."""
-    site_share = _as_float(r.get("llm_gpu_memory_utilization", 0.9))
-    site_gpus = (_as_int(r.get("llm_tensor_parallel_size", 1)) or 1) * (_as_int(r.get("llm_pipeline_parallel_size", 1)) or 1)
+    # The site profile and each instance as the preflight's planner reads them (llm_host_plan).
+    site = {key: convert(r.get("llm_" + key)) for key, convert in (
+        ("tensor_parallel_size", _as_int), ("pipeline_parallel_size", _as_int), ("gpu_memory_utilization", _as_float))
+        if r.get("llm_" + key) is not None}
     shares = {}
     for i in instances:
         gpus = i.get("gpus")
         if INSTANCE_PROFILE_RULES["gpus"](gpus) is not None:
-            gpus = list(range(_as_int(i.get("tensor_parallel_size")) or site_gpus))
-        share = _as_float(i.get("gpu_memory_utilization", site_share))
+            planned = {key: _as_int(i.get(key)) for key in ("tensor_parallel_size", "pipeline_parallel_size")}
+            gpus = list(range(default_gpu_count(planned, site)))
+        share = _as_float(instance_share(i, site))
         if share is None:
             continue
         for index in gpus:

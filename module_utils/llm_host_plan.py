@@ -48,10 +48,26 @@ CPU_KEYS = ("model", "config", "config_path", "weights", "weights_group_size", "
 PLACEMENT_KEYS = ("gpus", "gpu_memory_utilization", "cpu_kv_cache_bytes")
 # Shares above this on one GPU leave nothing for a second CUDA context.
 MAX_GPU_SHARE = 1.0
+# vLLM's default gpu_memory_utilization, for a share neither the instance nor the site sets.
+DEFAULT_GPU_SHARE = 0.9
 # Each vLLM process's CUDA context (and cuBLAS/NCCL set-up) on each of its GPUs: created
 # before vLLM measures free memory, outside its budget (docs/sizing.md, "Several instances").
 # Public figures are 0.4-0.7 GiB; this errs high so a plan never promises a start that fails.
 CUDA_CONTEXT_BYTES = 768 * MIB
+
+
+def default_gpu_count(instance, site):
+    """How many GPUs an instance without ``gpus`` takes (the first ones): its TP x PP, or the site's.
+
+    Also play 1's check of the shares per GPU (module_utils/inventory_checks.py).
+    """
+    return int(instance.get("tensor_parallel_size") or site.get("tensor_parallel_size") or 1) \
+        * int(instance.get("pipeline_parallel_size") or site.get("pipeline_parallel_size") or 1)
+
+
+def instance_share(instance, site):
+    """An instance's gpu_memory_utilization: its own, else the site's, else vLLM's default."""
+    return instance.get("gpu_memory_utilization", site.get("gpu_memory_utilization", DEFAULT_GPU_SHARE))
 
 
 def _placement(instance, host_indices, site):
@@ -59,9 +75,7 @@ def _placement(instance, host_indices, site):
     name = instance["name"]
     wanted = instance.get("gpus")
     if wanted is None:
-        count = int(instance.get("tensor_parallel_size") or site.get("tensor_parallel_size") or 1) \
-            * int(instance.get("pipeline_parallel_size") or site.get("pipeline_parallel_size") or 1)
-        wanted = host_indices[:count]
+        wanted = host_indices[:default_gpu_count(instance, site)]
     if not isinstance(wanted, list) or not wanted:
         raise SizingError(f"{name}.gpus", "must be a non-empty list of GPU indices")
     if len(set(wanted)) != len(wanted):
@@ -69,7 +83,7 @@ def _placement(instance, host_indices, site):
     unknown = [index for index in wanted if index not in host_indices]
     if unknown:
         raise SizingError(f"{name}.gpus", f"{unknown} are not GPUs of this host (it has {host_indices})")
-    share = instance.get("gpu_memory_utilization", site.get("gpu_memory_utilization", 0.9))
+    share = instance_share(instance, site)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= MAX_GPU_SHARE:
         raise SizingError(f"{name}.gpu_memory_utilization", f"must be a number in (0, 1] (got {share!r})")
     return list(wanted), float(share)

@@ -98,12 +98,24 @@ def listing(*ids):
         {"id": i, "object": "model", "owned_by": "vllm"} for i in ids]})}
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def _njs_script(tmp_path_factory, source, timeout):
+    """A function that runs ``source`` as an njs module beside the router with one argument; its stdout."""
     if NJS is None:
         pytest.skip("njs is not installed (Debian package njs; tests/harness/install-deps.sh installs it)")
-    work = tmp_path_factory.mktemp("njs")
-    (work / "driver.js").write_text(DRIVER)
+    script = tmp_path_factory.mktemp("njs") / "script.js"
+    script.write_text(source)
+
+    def run_script(argument):
+        proc = subprocess.run([NJS, "-q", "-t", "module", "-p", str(ROUTER.parent), str(script), argument],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc.stdout
+    return run_script
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    driver = _njs_script(tmp_path_factory, DRIVER, timeout=30)
 
     def call(handler, routes, method="POST", body=None, replies=None, body_in_file=False, headers=None,
              bearer_ok=True):
@@ -111,11 +123,9 @@ def run(tmp_path_factory):
         headers = {"Authorization": "Bearer " + CLIENT_KEY} if headers is None else headers
         case = {"handler": handler, "routes": routes, "method": method, "body": body, "replies": replies or {},
                 "body_in_file": body_in_file, "headers": headers, "bearer_ok": bearer_ok}
-        proc = subprocess.run([NJS, "-q", "-t", "module", "-p", str(ROUTER.parent), str(work / "driver.js"),
-                               json.dumps(case)], capture_output=True, text=True, timeout=30, check=False)
-        assert proc.returncode == 0, proc.stderr + proc.stdout
-        lines = proc.stdout.strip().splitlines()
-        assert len(lines) == 1, f"the handler must answer exactly once: {proc.stdout}"
+        out = driver(json.dumps(case))
+        lines = out.strip().splitlines()
+        assert len(lines) == 1, f"the handler must answer exactly once: {out}"
         return json.loads(lines[0])
     return call
 
@@ -277,18 +287,13 @@ STABLE, CANDIDATE = "llm_onprem_pool_0 stable", "llm_onprem_pool_2 candidate"
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
-    if NJS is None:
-        pytest.skip("njs is not installed (Debian package njs; tests/harness/install-deps.sh installs it)")
-    work = tmp_path_factory.mktemp("njs-split")
-    (work / "split.js").write_text(SPLIT)
+    script = _njs_script(tmp_path_factory, SPLIT, timeout=120)
+    case = tmp_path_factory.mktemp("njs-split") / "case.json"
 
     def call(routes, keys, body='{"model": "stub-a"}', buckets=False):
         # The keys in a file: 10,000 of them are more than one command-line argument may hold.
-        (work / "case.json").write_text(json.dumps({"routes": routes, "keys": keys, "body": body, "buckets": buckets}))
-        proc = subprocess.run([NJS, "-q", "-t", "module", "-p", str(ROUTER.parent), str(work / "split.js"),
-                               str(work / "case.json")], capture_output=True, text=True, timeout=120, check=False)
-        assert proc.returncode == 0, proc.stderr + proc.stdout
-        return [json.loads(line) for line in proc.stdout.splitlines()]
+        case.write_text(json.dumps({"routes": routes, "keys": keys, "body": body, "buckets": buckets}))
+        return [json.loads(line) for line in script(str(case)).splitlines()]
     return call
 
 

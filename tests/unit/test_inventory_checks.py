@@ -95,6 +95,14 @@ INSTANCES = [{"name": "main", "model": "m32", "port": 8000}]
         ("llm_service", {"llm_service_instances": [dict(INSTANCES[0], model="m7")], "model_store_models": STORE,
                          "quantize_models": [{"name": "m7", "source": "m32"}]}, None),
         ("llm_service", {"llm_service_instances": [dict(INSTANCES[0], model_path="/srv/m")]}, "exactly one of model"),
+        # Shares per GPU, with the planner's default placement (llm_host_plan.default_gpu_count):
+        # an instance without gpus takes the first TP x PP GPUs, so PP 2 reaches GPU 1.
+        ("llm_service", {"llm_service_instances": [
+            dict(INSTANCES[0], pipeline_parallel_size=2, gpu_memory_utilization=0.6),
+            dict(INSTANCES[0], name="b", port=8001, gpus=[1], gpu_memory_utilization=0.5)]}, "on GPU 1 add up to 1.10"),
+        ("llm_service", {"llm_service_instances": [
+            dict(INSTANCES[0], gpu_memory_utilization=0.6),
+            dict(INSTANCES[0], name="b", port=8001, gpus=[1], gpu_memory_utilization=0.5)]}, None),
         ("llm_service", {"llm_service_instances": [dict(INSTANCES[0], name="a..b")]}, "lower-case letters"),
         ("llm_service", {"llm_service_instances": [dict(INSTANCES[0], extra_args=["--enable-prefix-caching"])]}, None),
         ("llm_service", {"llm_service_instances": [dict(INSTANCES[0], extra_args=["--kv-cache-dtype", "fp8"])]}, "extra_args"),
